@@ -1,0 +1,215 @@
+"""tidemark ingest job: Kafka -> validate -> dedup -> ClickHouse (+ dead letters).
+
+Submit to a cluster the way operators do (`tidemark run ingest` builds this command):
+
+    flink run -d -py jobs/ingest.py -pyfs tidemark-job.zip -- --config flink-conf/tidemark.yaml
+
+or run it on a local mini-cluster for a quick try: `python -m jobs.ingest --local`.
+
+The graph, and why each stage runs where it does (Python is the slow part, so Python touches
+each event once and everything stateful per event runs in Java):
+
+    datagen ticks (Java, rate-limited)
+      -> KafkaReaderFunction (Python, keyed by reader slot): poll, validate, to JSON row;
+         read offsets in keyed state
+      -> dedup on (tenant_id, message_id), keep first, state TTL = horizon (Flink SQL, Java)
+      -> union with dead letters -> 1 s processing-time window collecting each table's rows
+         into one array (Flink SQL, Java)
+      -> ClickHouseBatchWriter (Python): one idempotent insert per table per window
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pyflink.common import Types
+from pyflink.datastream import DataStream, StreamExecutionEnvironment
+from pyflink.datastream.connectors import Sink
+from pyflink.java_gateway import get_gateway
+from pyflink.table import DataTypes, Schema, StreamTableEnvironment, Table
+
+from jobs.environment import create_environment
+from jobs.preflight import preflight
+from sinks.clickhouse import ClickHouseBatchWriter, ClickHouseSettings
+from sinks.dead_letter_topic import DeadLetterPublisher
+from tidemark.config import Config, ConfigError, load_config
+from udfs.kafka_reader import (
+    DEAD_LETTERS_TABLE,
+    READER_OUTPUT_TYPE,
+    KafkaReaderFunction,
+    ReaderSettings,
+)
+from udfs.validation import ValidationLimits
+
+JOB_NAME = "tidemark-ingest"
+
+
+def reader_settings(cfg: Config) -> ReaderSettings:
+    """The reader's settings, resolved on the client."""
+    k = cfg.kafka
+    tick_interval_ms = 1000 // k.poll_ticks_per_second
+    return ReaderSettings(
+        bootstrap_servers=cfg.kafka_bootstrap,
+        topic=k.topic,
+        reader_slots=k.reader_slots,
+        start_from=k.start_from,
+        max_poll_records=k.max_poll_records,
+        poll_timeout_ms=k.poll_timeout_ms,
+        fetch_max_bytes=k.fetch_max_bytes,
+        partition_discovery_seconds=k.partition_discovery_seconds,
+        stale_tick_ms=max(200, 4 * tick_interval_ms),
+        limits=ValidationLimits(
+            max_event_bytes=cfg.ingest.max_event_bytes,
+            max_future_seconds=cfg.ingest.max_future_seconds,
+        ),
+    )
+
+
+def clickhouse_settings(cfg: Config) -> ClickHouseSettings:
+    """The sink's settings, resolved on the client."""
+    c = cfg.clickhouse
+    return ClickHouseSettings(
+        host=c.host,
+        port=cfg.clickhouse_port,
+        database=c.database,
+        username=c.username,
+        password=c.password,
+        connect_timeout_seconds=c.connect_timeout_seconds,
+        batch_max_rows=cfg.ingest.batch_max_rows,
+        insert_retries=cfg.ingest.insert_retries,
+        insert_backoff_max_seconds=cfg.ingest.insert_backoff_max_seconds,
+    )
+
+
+def tick_stream(t_env: StreamTableEnvironment, cfg: Config) -> DataStream:
+    """Rate-limited (slot, created_at) ticks from Java's datagen: they drive the Kafka reader."""
+    slots = cfg.kafka.reader_slots
+    rate = cfg.kafka.poll_ticks_per_second * slots
+    t_env.execute_sql(
+        f"""
+        CREATE TEMPORARY TABLE tidemark_ticks (slot INT) WITH (
+          'connector' = 'datagen',
+          'rows-per-second' = '{rate}',
+          'fields.slot.kind' = 'random',
+          'fields.slot.min' = '0',
+          'fields.slot.max' = '{slots - 1}'
+        )"""
+    )
+    return t_env.to_data_stream(
+        t_env.sql_query("SELECT slot, CURRENT_TIMESTAMP AS created_at FROM tidemark_ticks")
+    )
+
+
+def kafka_records(t_env: StreamTableEnvironment, cfg: Config) -> DataStream:
+    """Validated rows (target, tenant_id, message_id, line) read from Kafka in Python."""
+    return (
+        tick_stream(t_env, cfg)
+        .key_by(lambda tick: tick[0], key_type=Types.INT())
+        .process(KafkaReaderFunction(reader_settings(cfg)), output_type=READER_OUTPUT_TYPE)
+        .uid("kafka-reader")
+        .name("kafka-reader: poll, validate, to row")
+    )
+
+
+def with_proctime(t_env: StreamTableEnvironment, stream: DataStream, columns: list[str]) -> Table:
+    """A table of string columns over `stream`, plus a fresh processing-time attribute `pt`."""
+    builder = Schema.new_builder()
+    for column in columns:
+        builder.column(column, DataTypes.STRING())
+    return t_env.from_data_stream(stream, builder.column_by_expression("pt", "PROCTIME()").build())
+
+
+def batches(t_env: StreamTableEnvironment, records: DataStream, cfg: Config) -> Table:
+    """Dedup accepted rows, union dead letters, and collect each table's rows per window."""
+    t_env.get_config().set("table.exec.state.ttl", f"{cfg.ingest.dedup_horizon_seconds} s")
+    t_env.create_temporary_view(
+        "tidemark_parsed",
+        with_proctime(t_env, records, ["target", "tenant_id", "message_id", "line"]),
+    )
+    deduplicated = t_env.sql_query(
+        f"""
+        SELECT target, line FROM (
+          SELECT target, line,
+                 ROW_NUMBER() OVER (PARTITION BY tenant_id, message_id ORDER BY pt ASC) AS rn
+          FROM tidemark_parsed WHERE target <> '{DEAD_LETTERS_TABLE}')
+        WHERE rn = 1
+        UNION ALL
+        SELECT target, line FROM tidemark_parsed WHERE target = '{DEAD_LETTERS_TABLE}'
+        """
+    )
+    # The dedup output no longer carries a time attribute; a Java-only round trip adds a new one.
+    t_env.create_temporary_view(
+        "tidemark_rows",
+        with_proctime(t_env, t_env.to_data_stream(deduplicated), ["target", "line"]),
+    )
+    return t_env.sql_query(
+        f"""
+        SELECT target, window_start, ARRAY_AGG(line) AS lines
+        FROM TABLE(TUMBLE(TABLE tidemark_rows, DESCRIPTOR(pt),
+                          INTERVAL '{cfg.ingest.batch_max_seconds}' SECOND))
+        GROUP BY target, window_start, window_end
+        """
+    )
+
+
+def discard(stream: DataStream) -> None:
+    """End a branch whose work is done in its last function (Flink needs a sink)."""
+    j_sink = get_gateway().jvm.org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink()
+    stream.sink_to(Sink(j_sink)).uid("discard").name("discard")
+
+
+def build(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, cfg: Config) -> None:
+    """Wire the ingest graph onto `env`."""
+    records = kafka_records(t_env, cfg)
+    writer = ClickHouseBatchWriter(
+        clickhouse_settings(cfg),
+        DeadLetterPublisher(
+            cfg.kafka_bootstrap,
+            cfg.kafka.dead_letter_topic,
+            attempts=cfg.ingest.insert_retries,
+            max_backoff_seconds=cfg.ingest.insert_backoff_max_seconds,
+        ),
+    )
+    written = (
+        t_env.to_data_stream(batches(t_env, records, cfg))
+        .map(writer, output_type=Types.INT())
+        .uid("clickhouse-writer")
+        .name("clickhouse-writer: idempotent batch inserts")
+    )
+    discard(written)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="jobs.ingest", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="tidemark settings file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--job-name", default=JOB_NAME)
+    parser.add_argument("--skip-preflight", action="store_true")
+    parser.add_argument(
+        "--detached", action="store_true", help="return once submitted (local: run in background)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        if not args.skip_preflight:
+            preflight(cfg)
+    except ConfigError as exc:
+        print(f"tidemark ingest: configuration error: {exc}", file=sys.stderr)
+        return 2
+    env, t_env = create_environment(cfg, args.job_name)
+    build(env, t_env, cfg)
+    if args.detached:
+        client = env.execute_async(args.job_name)
+        print(f"submitted {args.job_name}: job id {client.get_job_id()}")
+    else:
+        env.execute(args.job_name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

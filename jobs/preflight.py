@@ -1,0 +1,75 @@
+"""Checks a job runs on the client before it is submitted.
+
+Why: a wrong broker address or ClickHouse URL otherwise shows up minutes later as a task
+failing and restarting in a loop inside a TaskManager. Checked here, it fails at once with a
+message that names the setting to fix.
+"""
+
+from __future__ import annotations
+
+from tidemark.config import Config, ConfigError
+
+REQUIRED_TABLES = ("events", "cost_records", "dead_letters")
+
+
+def check_kafka(cfg: Config, timeout_seconds: float = 5.0) -> None:
+    """The broker answers a metadata request."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=cfg.kafka_bootstrap.split(","),
+            request_timeout_ms=int(timeout_seconds * 1000),
+            api_version_auto_timeout_ms=int(timeout_seconds * 1000),
+            client_id="tidemark-preflight",
+        )
+        admin.list_topics()
+        admin.close()
+    except (KafkaError, OSError, ValueError) as exc:
+        raise ConfigError(
+            f"kafka.bootstrap_servers: no Kafka broker answers at {cfg.kafka_bootstrap} "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def check_clickhouse(cfg: Config) -> None:
+    """ClickHouse answers at the configured endpoint and the schema has been applied."""
+    import clickhouse_connect
+    from clickhouse_connect.driver.exceptions import ClickHouseError
+
+    c = cfg.clickhouse
+    endpoint = f"http://{c.host}:{cfg.clickhouse_port}"
+    try:
+        client = clickhouse_connect.get_client(
+            host=c.host,
+            port=cfg.clickhouse_port,
+            username=c.username,
+            password=c.password,
+            connect_timeout=c.connect_timeout_seconds,
+        )
+    except (ClickHouseError, OSError, ValueError) as exc:
+        raise ConfigError(
+            f"clickhouse.host/clickhouse.port: no ClickHouse server answers at {endpoint} "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+    try:
+        rows = client.query(
+            "SELECT name FROM system.tables WHERE database = {db:String}",
+            parameters={"db": c.database},
+        ).result_rows
+    finally:
+        client.close()
+    present = {row[0] for row in rows}
+    missing = [t for t in REQUIRED_TABLES if t not in present]
+    if missing:
+        raise ConfigError(
+            f"clickhouse.database: '{c.database}' at {endpoint} lacks table(s) "
+            f"{', '.join(missing)}: run `tidemark schema apply`"
+        )
+
+
+def preflight(cfg: Config) -> None:
+    """Fail fast, naming the setting, if the job's external systems are not usable."""
+    check_kafka(cfg)
+    check_clickhouse(cfg)

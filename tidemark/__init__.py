@@ -1,0 +1,1 @@
+"""tidemark: real-time customer and cloud-cost event processing on Apache Flink."""

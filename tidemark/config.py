@@ -1,0 +1,256 @@
+"""tidemark settings: one YAML file (default `flink-conf/tidemark.yaml`) plus `section.key=value`
+overrides.
+
+Why a schema of dataclasses rather than a free dict: an operator's typo (`kafka.topik`) or a
+wrong type must fail before a job is submitted, with a message that names the key, instead of
+surfacing minutes later as a silent default inside a TaskManager.
+
+Flink's own settings (checkpointing, state backend, restart strategy) live in
+`flink-conf/config.yaml`; the `flink:` section here overrides them for one job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_PATH = REPO_ROOT / "flink-conf" / "tidemark.yaml"
+CONFIG_ENV_VAR = "TIDEMARK_CONFIG"
+
+
+class ConfigError(ValueError):
+    """A setting is unknown, mistyped or out of range; the message names the key."""
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Where the local stack lives and listens."""
+
+    state_dir: str = ".tidemark/stack"
+    kafka_port: int = 19092
+    redis_port: int = 16379
+    clickhouse_port: int = 18123
+    flink_rest_port: int = 18081
+    flink_rpc_port: int = 16123
+    taskmanagers: int = 1
+    taskmanager_slots: int = 1
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    """Source and dead-letter topics, and how the Python reader polls them."""
+
+    bootstrap_servers: str = ""  # empty: the local stack's broker
+    topic: str = "tidemark.events"
+    partitions: int = 4
+    dead_letter_topic: str = "tidemark.dead-letters"
+    start_from: str = "earliest"  # earliest | latest | timestamp:<epoch millis>
+    reader_slots: int = 4
+    poll_ticks_per_second: int = 50
+    max_poll_records: int = 5000
+    poll_timeout_ms: int = 20
+    fetch_max_bytes: int = 16 * 1024 * 1024
+    partition_discovery_seconds: int = 10
+    connector_jar: str = (
+        ""  # absolute path of flink-sql-connector-kafka; set: use Flink's KafkaSource
+    )
+
+
+@dataclass(frozen=True)
+class ClickHouseConfig:
+    """The ClickHouse HTTP endpoint every client uses (the local stack's chDB server by default)."""
+
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: the local stack's port
+    database: str = "tidemark"
+    username: str = "default"
+    password: str = ""
+    connect_timeout_seconds: int = 5
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Validation limits, the dedup horizon and ClickHouse batching of the ingest job."""
+
+    dedup_horizon_seconds: int = 24 * 3600
+    batch_max_rows: int = 5000
+    batch_max_seconds: int = 1
+    max_event_bytes: int = 32 * 1024
+    max_future_seconds: int = 3600
+    insert_retries: int = 8
+    insert_backoff_max_seconds: int = 30
+    parallelism: int = 1
+
+
+@dataclass(frozen=True)
+class Config:
+    """All tidemark settings. `flink` holds raw Flink keys passed through to the job."""
+
+    stack: StackConfig = field(default_factory=StackConfig)
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    clickhouse: ClickHouseConfig = field(default_factory=ClickHouseConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    flink: dict[str, str] = field(default_factory=dict)
+    source_path: str = ""
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        """The broker list, defaulting to the local stack's broker."""
+        return self.kafka.bootstrap_servers or f"127.0.0.1:{self.stack.kafka_port}"
+
+    @property
+    def clickhouse_port(self) -> int:
+        """The ClickHouse HTTP port, defaulting to the local stack's."""
+        return self.clickhouse.port or self.stack.clickhouse_port
+
+    @property
+    def state_dir(self) -> Path:
+        """The local stack's state directory, absolute (relative paths hang off the repo)."""
+        path = Path(self.stack.state_dir)
+        return path if path.is_absolute() else REPO_ROOT / path
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict form, used to ship the resolved config to a job as JSON."""
+        return dataclasses.asdict(self)
+
+
+_SECTIONS: dict[str, type] = {
+    "stack": StackConfig,
+    "kafka": KafkaConfig,
+    "clickhouse": ClickHouseConfig,
+    "ingest": IngestConfig,
+}
+
+
+def _coerce(key: str, value: Any, target: Any) -> Any:
+    """Convert a YAML or override value to the field's declared type, or fail naming the key."""
+    if target is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if target is str:
+        if value is None:
+            return ""
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported setting type {target!r}")
+
+
+def _build_section(name: str, cls: type, raw: Any) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{name}: expected a mapping of settings, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown key '{name}.{unknown[0]}' "
+            f"(known keys in '{name}': {', '.join(sorted(known))})"
+        )
+    values = {k: _coerce(f"{name}.{k}", v, hints[k]) for k, v in raw.items()}
+    return cls(**values)
+
+
+def _check_ranges(cfg: Config) -> None:
+    positive = {
+        "kafka.partitions": cfg.kafka.partitions,
+        "kafka.reader_slots": cfg.kafka.reader_slots,
+        "kafka.poll_ticks_per_second": cfg.kafka.poll_ticks_per_second,
+        "kafka.max_poll_records": cfg.kafka.max_poll_records,
+        "kafka.partition_discovery_seconds": cfg.kafka.partition_discovery_seconds,
+        "ingest.batch_max_rows": cfg.ingest.batch_max_rows,
+        "ingest.batch_max_seconds": cfg.ingest.batch_max_seconds,
+        "ingest.dedup_horizon_seconds": cfg.ingest.dedup_horizon_seconds,
+        "ingest.max_event_bytes": cfg.ingest.max_event_bytes,
+        "ingest.parallelism": cfg.ingest.parallelism,
+        "stack.taskmanagers": cfg.stack.taskmanagers,
+        "stack.taskmanager_slots": cfg.stack.taskmanager_slots,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key}: must be positive, got {value}")
+    for key in ("kafka_port", "redis_port", "clickhouse_port", "flink_rest_port", "flink_rpc_port"):
+        port = getattr(cfg.stack, key)
+        if not 0 < port < 65536:
+            raise ConfigError(f"stack.{key}: not a TCP port: {port}")
+    start = cfg.kafka.start_from
+    if start not in ("earliest", "latest") and not (
+        start.startswith("timestamp:") and start.removeprefix("timestamp:").isdigit()
+    ):
+        raise ConfigError(
+            "kafka.start_from: expected earliest, latest or timestamp:<epoch millis>, "
+            f"got {start!r}"
+        )
+    if cfg.kafka.connector_jar and not Path(cfg.kafka.connector_jar).is_file():
+        raise ConfigError(f"kafka.connector_jar: no such file: {cfg.kafka.connector_jar}")
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> None:
+    if "=" not in override:
+        raise ConfigError(f"override {override!r}: expected section.key=value")
+    dotted, value = override.split("=", 1)
+    section, _, key = dotted.strip().partition(".")
+    if not key:
+        raise ConfigError(f"override {override!r}: expected section.key=value")
+    if section not in _SECTIONS and section != "flink":
+        raise ConfigError(
+            f"unknown section '{section}' in override {override!r} "
+            f"(known: {', '.join([*_SECTIONS, 'flink'])})"
+        )
+    target = raw.setdefault(section, {}) or {}
+    raw[section] = target
+    target[key] = value
+
+
+def from_dict(raw: dict[str, Any], source_path: str = "") -> Config:
+    """Build and check a Config from a plain mapping (the YAML document or a shipped JSON)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source_path or 'config'}: expected a mapping at the top level")
+    unknown = sorted(set(raw) - {*_SECTIONS, "flink", "source_path"})
+    if unknown:
+        raise ConfigError(
+            f"unknown section '{unknown[0]}' (known: {', '.join([*_SECTIONS, 'flink'])})"
+        )
+    sections = {name: _build_section(name, cls, raw.get(name)) for name, cls in _SECTIONS.items()}
+    flink_raw = raw.get("flink") or {}
+    if not isinstance(flink_raw, dict):
+        raise ConfigError(f"flink: expected a mapping of Flink keys, got {flink_raw!r}")
+    flink = {
+        str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in flink_raw.items()
+    }
+    cfg = Config(**sections, flink=flink, source_path=source_path)
+    _check_ranges(cfg)
+    return cfg
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None
+) -> Config:
+    """Load settings from `path` (or $TIDEMARK_CONFIG, or the default file) plus overrides."""
+    chosen = Path(path or os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH)
+    if not chosen.is_file():
+        raise ConfigError(f"config file not found: {chosen}")
+    try:
+        raw = YAML(typ="safe").load(chosen.read_text()) or {}
+    except Exception as exc:  # ruamel raises several unrelated error types
+        raise ConfigError(f"{chosen}: not valid YAML: {exc}") from exc
+    for override in overrides or []:
+        _apply_override(raw, override)
+    return from_dict(raw, source_path=str(chosen))

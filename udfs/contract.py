@@ -1,0 +1,163 @@
+"""The raw event contract: what a producer may send, as data the validator and the docs share.
+
+Why a module of constants and no logic: the contract is read by three parties that must never
+drift apart. The validator (`udfs.validation`) enforces it, the generator (`tidemark.gen`)
+breaks it on purpose and records which rule it broke, and `schemas/EVENTS.md` explains it to
+people. Keeping the names, limits and reason codes here means a rename is one edit, and the
+tests can check the ClickHouse DDL against the column lists below.
+
+The human-readable specification is `schemas/EVENTS.md`; this module is its machine half.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Final
+
+# --- record types -------------------------------------------------------------------------------
+
+CUSTOMER_TYPES: Final = ("track", "identify", "alias", "page")
+COST_TYPE: Final = "cost"
+EVENT_TYPES: Final = (*CUSTOMER_TYPES, COST_TYPE)
+
+# Customer event types whose sender must be identified by user_id or anonymous_id.
+IDENTITY_REQUIRED_TYPES: Final = frozenset({"track", "page", "identify"})
+
+# --- destination tables -------------------------------------------------------------------------
+
+EVENTS_TABLE: Final = "events"
+COST_TABLE: Final = "cost_records"
+DEAD_LETTER_TABLE: Final = "dead_letters"
+
+# Exactly the columns a row must carry, in DDL order. The server-side defaults (ingested_at,
+# dead_at) are deliberately absent: they record when ClickHouse received the row.
+EVENTS_COLUMNS: Final = (
+    "tenant_id",
+    "message_id",
+    "type",
+    "event",
+    "anonymous_id",
+    "user_id",
+    "previous_id",
+    "email",
+    "phone",
+    "device_id",
+    "campaign_id",
+    "revenue",
+    "currency",
+    "product_ids",
+    "traits",
+    "properties",
+    "context",
+    "event_time",
+    "sent_at",
+    "received_at",
+    "source_partition",
+    "source_offset",
+    "produced_at",
+)
+COST_COLUMNS: Final = (
+    "tenant_id",
+    "message_id",
+    "resource_id",
+    "service",
+    "account_id",
+    "region",
+    "charge_category",
+    "usage_start",
+    "usage_end",
+    "billed_cost",
+    "effective_cost",
+    "currency",
+    "usage_quantity",
+    "usage_unit",
+    "tags",
+    "source_partition",
+    "source_offset",
+    "produced_at",
+)
+DEAD_LETTER_COLUMNS: Final = (
+    "source_topic",
+    "source_partition",
+    "source_offset",
+    "produced_at",
+    "tenant_id",
+    "message_id",
+    "reason_code",
+    "reason",
+    "raw",
+    "raw_encoding",
+)
+TABLE_COLUMNS: Final = {
+    EVENTS_TABLE: EVENTS_COLUMNS,
+    COST_TABLE: COST_COLUMNS,
+    DEAD_LETTER_TABLE: DEAD_LETTER_COLUMNS,
+}
+
+# --- identifiers --------------------------------------------------------------------------------
+
+MAX_MESSAGE_ID_CHARS: Final = 128
+MAX_TENANT_ID_CHARS: Final = 64
+# tenant_id is [A-Za-z0-9_.-]{1,64}: it ends up in Kafka keys, file names and metric labels.
+TENANT_ID_CHARS: Final = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
+)
+
+# --- time ---------------------------------------------------------------------------------------
+
+# Anything earlier is almost always epoch *seconds* sent where millis were expected (that lands
+# in January 1970) or a zeroed clock; rejecting it keeps garbage out of monthly partitions.
+MIN_EVENT_TIME_MS: Final = 946_684_800_000  # 2000-01-01T00:00:00Z
+# The end of ClickHouse's DateTime64 range; a later value would be silently clamped on insert.
+MAX_EVENT_TIME_MS: Final = 10_413_791_999_999  # 2299-12-31T23:59:59.999Z
+
+# --- money --------------------------------------------------------------------------------------
+
+# (precision, scale) of the ClickHouse Decimal columns. A value the column cannot hold exactly
+# is rejected, never rounded: a silently rounded cost is a wrong invoice.
+REVENUE_DECIMAL: Final = (18, 6)
+COST_DECIMAL: Final = (38, 12)
+
+# FOCUS 1.x ChargeCategory values. Credits and adjustments are the only charges whose cost may
+# be negative (a refund or a correction); a negative Usage cost is a broken export.
+CHARGE_CATEGORIES: Final = frozenset({"Usage", "Purchase", "Tax", "Credit", "Adjustment"})
+NEGATIVE_COST_CATEGORIES: Final = frozenset({"Credit", "Adjustment"})
+DEFAULT_CHARGE_CATEGORY: Final = "Usage"
+# Only usage has a meaningful quantity; purchases, taxes and credits often carry none.
+QUANTITY_REQUIRED_CATEGORIES: Final = frozenset({"Usage"})
+ZERO: Final = Decimal(0)
+
+# --- dead-letter reason codes -------------------------------------------------------------------
+
+# Stable identifiers: dashboards and alerts group on them, so never rename one. The order is the
+# order of the checks; the first failing check decides the code.
+OVERSIZED: Final = "oversized"
+BAD_ENCODING: Final = "bad_encoding"
+MALFORMED_JSON: Final = "malformed_json"
+NOT_AN_OBJECT: Final = "not_an_object"
+MISSING_FIELD: Final = "missing_field"
+WRONG_TYPE: Final = "wrong_type"
+UNKNOWN_TYPE: Final = "unknown_type"
+BAD_TIMESTAMP: Final = "bad_timestamp"
+FUTURE_TIME: Final = "future_time"
+INVALID_VALUE: Final = "invalid_value"
+# Not a property of the input: a validator bug caught by the never-raise guard. Must stay at 0.
+INTERNAL_ERROR: Final = "internal_error"
+
+REASON_CODES: Final = {
+    OVERSIZED: "payload larger than ingest.max_event_bytes (checked before parsing)",
+    BAD_ENCODING: "payload is not valid UTF-8",
+    MALFORMED_JSON: "payload is not one valid JSON document",
+    NOT_AN_OBJECT: "top-level JSON value is not an object",
+    MISSING_FIELD: "a required field is absent or null",
+    WRONG_TYPE: "a field has the wrong JSON type",
+    UNKNOWN_TYPE: "the 'type' field is not one of the known record types",
+    BAD_TIMESTAMP: "a time field is unparseable, has no zone, or is outside 2000-01-01..2299",
+    FUTURE_TIME: "the event time is more than ingest.max_future_seconds after now",
+    INVALID_VALUE: "a field has the right type but a value outside the contract",
+    INTERNAL_ERROR: "the validator failed unexpectedly (a bug; the payload is kept)",
+}
+
+# How dead_letters.raw is encoded.
+RAW_UTF8: Final = "utf8"
+RAW_BASE64: Final = "base64"
