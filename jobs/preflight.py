@@ -21,7 +21,7 @@ def check_kafka(cfg: Config, timeout_seconds: float = 5.0) -> None:
         admin = KafkaAdminClient(
             bootstrap_servers=cfg.kafka_bootstrap.split(","),
             request_timeout_ms=int(timeout_seconds * 1000),
-            api_version_auto_timeout_ms=int(timeout_seconds * 1000),
+            bootstrap_timeout_ms=int(timeout_seconds * 1000),
             client_id="tidemark-preflight",
         )
         admin.list_topics()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 from pyflink.common import Row
 from pyflink.datastream import MapFunction, RuntimeContext
@@ -61,11 +60,13 @@ def chunks(lines: Sequence[str], size: int) -> Iterator[Sequence[str]]:
         yield lines[start : start + size]
 
 
-def dedup_token(table: str, window_start: datetime | None, index: int, body: bytes) -> str:
-    """A token that is equal exactly when the same chunk of the same table is inserted again."""
+def dedup_token(table: str, window_start: object, index: int, body: bytes) -> str:
+    """A token that is equal exactly when the same chunk of the same table is inserted again.
+
+    `window_start` is a datetime, or a Java LocalDateTime in thread mode: str() suits both.
+    """
     digest = hashlib.blake2b(body, digest_size=16).hexdigest()
-    window = window_start.isoformat() if window_start is not None else "-"
-    return f"{table}:{window}:{index}:{digest}"
+    return f"{table}:{window_start}:{index}:{digest}"
 
 
 class ClickHouseBatchWriter(MapFunction):
@@ -88,7 +89,7 @@ class ClickHouseBatchWriter(MapFunction):
             self.dead_letter_publisher.close()
         self.client.close()
 
-    def insert_lines(self, table: str, window_start: datetime | None, lines: Sequence[str]) -> None:
+    def insert_lines(self, table: str, window_start: object, lines: Sequence[str]) -> None:
         """Insert JSONEachRow lines in chunks of at most batch_max_rows, retrying each chunk."""
         for index, chunk in enumerate(chunks(lines, self.settings.batch_max_rows)):
             body = "\n".join(chunk).encode()

@@ -58,9 +58,15 @@ class ReaderSettings:
 
 
 def epoch_millis(instant: Any) -> int:
-    """Epoch millis of a tick's creation time (PyFlink gives TIMESTAMP_LTZ as an Instant)."""
+    """Epoch millis of a tick's creation time.
+
+    TIMESTAMP_LTZ reaches Python as a Java Instant in thread mode, a PyFlink Instant in
+    process mode, and a datetime where a conversion applies; accept each.
+    """
     if isinstance(instant, datetime):
         return int(instant.timestamp() * 1000)
+    if hasattr(instant, "toEpochMilli"):
+        return int(instant.toEpochMilli())
     return int(instant.to_epoch_milli())
 
 

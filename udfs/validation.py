@@ -297,9 +297,15 @@ def _decimal(name: str, value: Any) -> Decimal:
         # does not, so that 1_000 or '١٢' never silently becomes a number.
         if value and value.isascii() and "_" not in value and value.strip() == value:
             try:
-                return Decimal(value)
+                parsed = Decimal(value)
             except (ArithmeticError, ValueError):  # InvalidOperation and exponent overflow
-                pass
+                parsed = None
+            if parsed is not None:
+                if parsed.is_finite():
+                    return parsed
+                raise _Reject(
+                    INVALID_VALUE, f"field '{name}' must be a finite number, got {value!r}"
+                )
         raise _Reject(INVALID_VALUE, f"field '{name}' is not a decimal number: {_quote(value)}")
     raise _wrong(name, "a decimal number", value)
 

@@ -45,6 +45,7 @@ import time
 import uuid
 import zlib
 from dataclasses import dataclass
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -57,29 +58,18 @@ log = logging.getLogger("tidemark.chdb_http")
 
 # HTTP-interface parameters that are not ClickHouse settings: handled here, or meaningless for
 # a buffered, unauthenticated, sessionless front. Sending them to chDB as settings would
-# either fail (not settings at all) or do nothing.
-TRANSPORT_PARAMS = frozenset(
-    {
-        "query",
-        "database",
-        "default_format",
-        "query_id",
-        "session_id",
-        "session_timeout",
-        "session_check",
-        "wait_end_of_query",
-        "buffer_size",
-        "client_protocol_version",  # only the TCP-style Native block header; we send plain Native
-        "enable_http_compression",
-        "send_progress_in_http_headers",
-        "http_headers_progress_interval_ms",
-        "cancel_http_readonly_queries_on_client_close",
-        "quota_key",
-        "role",
-        "user",
-        "password",
-    }
-)
+# either fail (not settings at all) or do nothing. client_protocol_version would only add a
+# TCP-style block header to Native output; plain Native is sent, which clients accept.
+# fmt: off
+TRANSPORT_PARAMS = frozenset({
+    "query", "database", "default_format", "query_id", "session_id", "session_timeout",
+    "session_check", "wait_end_of_query", "buffer_size", "client_protocol_version",
+    "enable_http_compression", "send_progress_in_http_headers",
+    "http_headers_progress_interval_ms", "cancel_http_readonly_queries_on_client_close",
+    "quota_key", "role", "user", "password",
+})
+# fmt: on
+
 # ClickHouse's own compression framing of request/response bodies is not implemented.
 UNSUPPORTED_PARAMS = ("compress", "decompress")
 
@@ -97,32 +87,17 @@ _SESSION_STATEMENT = re.compile(rb"(SET|USE)\b", re.IGNORECASE)
 _WORD = re.compile(rb"\w+")
 
 # ClickHouse's HTTP status for an exception (HTTPHandler's exceptionCodeToHTTPStatus, abridged).
-_BAD_REQUEST = frozenset(
-    {
-        "SYNTAX_ERROR",
-        "TYPE_MISMATCH",
-        "INCORRECT_DATA",
-        "ILLEGAL_COLUMN",
-        "DUPLICATE_COLUMN",
-        "THERE_IS_NO_COLUMN",
-        "UNKNOWN_ELEMENT_IN_AST",
-        "VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE",
-    }
-)
-_NOT_FOUND = frozenset(
-    {
-        "UNKNOWN_TABLE",
-        "UNKNOWN_DATABASE",
-        "UNKNOWN_FUNCTION",
-        "UNKNOWN_IDENTIFIER",
-        "UNKNOWN_TYPE",
-        "UNKNOWN_STORAGE",
-        "UNKNOWN_SETTING",
-        "UNKNOWN_FORMAT",
-        "UNKNOWN_AGGREGATE_FUNCTION",
-        "UNKNOWN_DATABASE_ENGINE",
-    }
-)
+# fmt: off
+_BAD_REQUEST = frozenset({
+    "SYNTAX_ERROR", "TYPE_MISMATCH", "INCORRECT_DATA", "ILLEGAL_COLUMN", "DUPLICATE_COLUMN",
+    "THERE_IS_NO_COLUMN", "UNKNOWN_ELEMENT_IN_AST", "VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE",
+})
+_NOT_FOUND = frozenset({
+    "UNKNOWN_TABLE", "UNKNOWN_DATABASE", "UNKNOWN_FUNCTION", "UNKNOWN_IDENTIFIER", "UNKNOWN_TYPE",
+    "UNKNOWN_STORAGE", "UNKNOWN_SETTING", "UNKNOWN_FORMAT", "UNKNOWN_AGGREGATE_FUNCTION",
+    "UNKNOWN_DATABASE_ENGINE",
+})
+# fmt: on
 
 
 class ClickHouseError(Exception):
@@ -367,26 +342,30 @@ def decode_body(body: bytes, encoding: str) -> bytes:
     encoding = encoding.strip().lower()
     if encoding in ("", "identity"):
         return body
-    if encoding == "lz4":
+    if encoding not in ("lz4", "zstd", "gzip", "deflate"):
+        raise ClickHouseError(
+            f"Code: 48. DB::Exception: Unsupported Content-Encoding '{encoding}'. (NOT_IMPLEMENTED)"
+        )
+    try:
+        if encoding == "zstd":
+            return zstd.decompress(body)  # reads across concatenated frames
+        if encoding == "gzip":
+            return gzip.decompress(body)  # reads across concatenated members
+        if encoding == "deflate":
+            return zlib.decompress(body)
         parts = []
         while body:
             decompressor = lz4.frame.LZ4FrameDecompressor()
             parts.append(decompressor.decompress(body))
             if not decompressor.eof:
-                raise ClickHouseError(
-                    "Code: 271. DB::Exception: Truncated lz4 body. (CANNOT_DECOMPRESS)"
-                )
+                raise ValueError("truncated lz4 frame")
             body = decompressor.unused_data
         return b"".join(parts)
-    if encoding == "zstd":
-        return zstd.decompress(body)  # reads across concatenated frames
-    if encoding == "gzip":
-        return gzip.decompress(body)  # reads across concatenated members
-    if encoding == "deflate":
-        return zlib.decompress(body)
-    raise ClickHouseError(
-        f"Code: 48. DB::Exception: Unsupported Content-Encoding '{encoding}'. (NOT_IMPLEMENTED)"
-    )
+    except Exception as exc:
+        raise ClickHouseError(
+            f"Code: 271. DB::Exception: Cannot decompress {encoding} request body: {exc}. "
+            "(CANNOT_DECOMPRESS)"
+        ) from None
 
 
 def form_fields(content_type: str, body: bytes) -> dict[str, str]:
@@ -404,7 +383,7 @@ def form_fields(content_type: str, body: bytes) -> dict[str, str]:
     return fields
 
 
-def parse_request(target: str, headers: Any, body: bytes) -> Request:
+def parse_request(target: str, headers: Message, body: bytes) -> Request:
     """Turn an HTTP request into a Request, following ClickHouse's HTTP handler."""
     url_params = dict(parse_qsl(urlsplit(target).query, keep_blank_values=True))
     if headers.get_content_type() == "multipart/form-data":
@@ -487,11 +466,16 @@ class Handler(BaseHTTPRequestHandler):
             if "session_timezone" in request.settings:
                 headers["X-ClickHouse-Timezone"] = request.settings["session_timezone"]
             result = engine.execute(request)
-        except ClickHouseError as exc:
-            headers["X-ClickHouse-Exception-Code"] = str(exc.code)
+        except Exception as exc:
+            # Anything else (a malformed body, a bug) must still get an HTTP answer, not a
+            # dropped connection that the client would take for a network failure.
+            if not isinstance(exc, ClickHouseError):
+                log.exception("request failed")
+            error = exc if isinstance(exc, ClickHouseError) else ClickHouseError(repr(exc))
+            headers["X-ClickHouse-Exception-Code"] = str(error.code)
             headers["Content-Type"] = "text/plain; charset=UTF-8"
-            text = f"{exc} (version {engine.version})\n"
-            self._send(exc.http_status, text.encode(), headers, text[:300].strip())
+            text = f"{error} (version {engine.version})\n"
+            self._send(error.http_status, text.encode(), headers, text[:300].strip())
             return
         headers["X-ClickHouse-Summary"] = json.dumps(result.summary)
         if result.fmt is not None:
@@ -566,7 +550,11 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    engine = Engine(args.path)
+    try:
+        engine = Engine(args.path)
+    except RuntimeError as exc:  # typically: another process already owns the directory
+        log.error("cannot open chDB at %s (is another process using it?): %s", args.path, exc)
+        return 1
     try:
         server = Server((args.host, args.port), engine)
     except OSError:

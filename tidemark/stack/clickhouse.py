@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import urllib.request
+from pathlib import Path
 
 from tidemark.config import Config
 from tidemark.stack import process
@@ -37,6 +38,11 @@ def server_module() -> str:
     return module
 
 
+def store_dir(cfg: Config) -> Path:
+    """The chDB data directory, owned by the server process."""
+    return cfg.state_dir / "clickhouse"
+
+
 def ping_ok(http_port: int) -> bool:
     """`GET /ping` answers `Ok.`, as ClickHouse's own server does."""
     url = f"http://{LOOPBACK}:{http_port}/ping"
@@ -52,7 +58,7 @@ def daemon(cfg: Config) -> Daemon:
         port=http_port,
         port_key="stack.clickhouse_port",
         state_dir=cfg.state_dir,
-        marker="chdb_http" if not os.environ.get(MODULE_ENV_VAR) else os.environ[MODULE_ENV_VAR],
+        marker=f"--path {store_dir(cfg)} --host {LOOPBACK} --port {http_port}",
         health=lambda: ping_ok(http_port),
         start_timeout=60,  # importing chDB (~500 MB of engine) takes seconds on a cold cache
         stop_grace=10,
@@ -62,7 +68,7 @@ def daemon(cfg: Config) -> Daemon:
 def start(cfg: Config) -> ComponentStatus:
     """Start the server with the venv's interpreter on `<state_dir>/clickhouse`."""
     module = server_module()
-    store = cfg.state_dir / "clickhouse"
+    store = store_dir(cfg)
     store.mkdir(parents=True, exist_ok=True)
     argv = [
         process.venv_python(), "-m", module,

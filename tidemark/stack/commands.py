@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from types import ModuleType
 
 from tidemark.config import Config, load_config
@@ -36,6 +36,18 @@ def _select(components: Iterable[str] | None) -> list[str]:
     return [name for name in ORDER if name in wanted]
 
 
+def _check_distinct_ports(cfg: Config) -> None:
+    """Two components on one port would pass the free-port check and then fight over it."""
+    seen: dict[int, str] = {}
+    for key in ("kafka_port", "redis_port", "clickhouse_port", "flink_rest_port", "flink_rpc_port"):
+        port = getattr(cfg.stack, key)
+        if port in seen:
+            raise StackError(
+                f"stack.{seen[port]} and stack.{key} are both {port}: choose two ports"
+            )
+        seen[port] = key
+
+
 def start_stack(
     cfg: Config, components: Iterable[str] | None = None, report: Reporter | None = None
 ) -> list[ComponentStatus]:
@@ -43,8 +55,10 @@ def start_stack(
 
     Stops at the first failure (raising StackError) and leaves what already runs running.
     """
+    selected = _select(components)
+    _check_distinct_ports(cfg)
     started = []
-    for name in _select(components):
+    for name in selected:
         result = COMPONENTS[name].start(cfg)
         started.append(result)
         if report:
@@ -99,11 +113,11 @@ def _up(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     print(HEADER, flush=True)
     try:
-        start_stack(cfg, args.components, report=_print_row)
+        started = start_stack(cfg, args.components, report=_print_row)
     except StackError as exc:
         print(f"tidemark: stack up failed: {exc}", file=sys.stderr)
         return 1
-    return 0
+    return 0 if all(item.healthy for item in started) else 1
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -155,17 +169,3 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _add(sub, "up", "start the local stack (already running components are left alone)", _up)
     _add(sub, "down", "stop the local stack (reverse order; safe to repeat)", _down)
     _add(sub, "status", "show each component; exit 1 if any is down or unhealthy", _status)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m tidemark.stack.commands up|down|status`, without the other commands."""
-    parser = argparse.ArgumentParser(prog="tidemark")
-    parser.add_argument("--config")
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -188,6 +188,16 @@ def overview(cfg: Config) -> dict[str, Any] | None:
         return None
 
 
+def taskmanager_ids(cfg: Config) -> set[str]:
+    """Resource ids of the TaskManagers registered with the JobManager (`GET /taskmanagers`)."""
+    try:
+        with urllib.request.urlopen(f"{rest_url(cfg)}/taskmanagers", timeout=2) as response:
+            listing = json.loads(response.read())
+    except (OSError, ValueError):
+        return set()
+    return {str(item["id"]) for item in listing.get("taskmanagers", [])}
+
+
 def registered_taskmanagers(cfg: Config) -> int:
     """How many TaskManagers the JobManager reports as registered (0 if unreachable)."""
     return int((overview(cfg) or {}).get("taskmanagers", 0))
@@ -223,32 +233,45 @@ def _run_script(cfg: Config, script: str, *args: str, check: bool = True) -> Non
         )
 
 
+def _log_excerpt(path: Path, lines: int = 8) -> str:
+    """The last errors of a JVM log (its root cause), or its last lines if it has none."""
+    text = path.read_text(errors="replace").splitlines()
+    errors = [line for line in text if " ERROR " in line or line.startswith("Caused by")]
+    picked = errors[-lines:] or text[-lines:]
+    return "\n".join(f"    {line.strip()[:400]}" for line in picked)
+
+
 def _log_report(cfg: Config) -> str:
-    """The tails of the newest JobManager and TaskManager logs, for a start failure."""
+    """Excerpts of the newest JobManager and TaskManager logs, for a start failure."""
     parts = []
     for pattern in ("*standalonesession*.out", "*standalonesession*.log", "*taskexecutor*.out",
                     "*taskexecutor*.log"):  # fmt: skip
         files = sorted(log_dir(cfg).glob(pattern), key=lambda path: path.stat().st_mtime)
         if files and files[-1].stat().st_size:
-            parts.append(f"  {files[-1]}:\n{process.log_tail(files[-1], 12)}")
+            parts.append(f"  {files[-1]}:\n{_log_excerpt(files[-1])}")
     return "\n".join(parts) or f"  (no logs in {log_dir(cfg)})"
 
 
-def _wait_for_taskmanagers(cfg: Config, count: int) -> None:
-    """Wait until `count` TaskManagers are registered; fail with the logs if a JVM dies."""
+def _wait_for_taskmanagers(cfg: Config, known: set[str], count: int, running: int) -> None:
+    """Wait until `count` TaskManagers not in `known` have registered; fail with the logs if a
+    JVM dies meanwhile (`running` TaskManager JVMs must stay alive).
+
+    New registrations are told apart by id because the JobManager keeps listing a killed
+    TaskManager until its heartbeat times out (~50 s), so a bare count can mislead.
+    """
 
     def alive() -> bool:
-        return bool(jobmanager_pids(cfg)) and len(taskmanager_pids(cfg)) >= count
+        return bool(jobmanager_pids(cfg)) and len(taskmanager_pids(cfg)) >= running
 
     outcome = process.wait_until(
-        lambda: registered_taskmanagers(cfg) >= count, START_TIMEOUT, alive
+        lambda: len(taskmanager_ids(cfg) - known) >= count, START_TIMEOUT, alive
     )
     if outcome != "ok":
         why = "a JVM exited" if outcome == "died" else f"not ready after {START_TIMEOUT:.0f} s"
         report = _log_report(cfg)
         stop(cfg)
         raise StackError(
-            f"{NAME}: {why} (wanted {count} TaskManager(s) at {rest_url(cfg)}/overview); "
+            f"{NAME}: {why} (waited for {count} TaskManager(s) to register at {rest_url(cfg)}); "
             f"last log lines:\n{report}"
         )
 
@@ -268,9 +291,13 @@ def start(cfg: Config) -> ComponentStatus:
         missing = wanted - len(taskmanager_pids(cfg))
         if missing <= 0:
             return status(cfg, state_if_healthy="already running")
+        known = taskmanager_ids(cfg)
         for _ in range(missing):
             _run_script(cfg, "taskmanager.sh", "start")
     else:
+        if taskmanager_pids(cfg):  # orphans of a dead JobManager would join the new one
+            stop(cfg)
+        known, missing = set(), wanted
         process.ensure_ports_free(
             NAME,
             {
@@ -282,7 +309,7 @@ def start(cfg: Config) -> ComponentStatus:
         _run_script(cfg, "jobmanager.sh", "start")
         for _ in range(wanted):
             _run_script(cfg, "taskmanager.sh", "start")
-    _wait_for_taskmanagers(cfg, wanted)
+    _wait_for_taskmanagers(cfg, known, missing, wanted)
     current = status(cfg, state_if_healthy="started")
     return ComponentStatus(
         current.name, current.ports, current.pids, current.state, current.healthy,
@@ -294,12 +321,12 @@ def start_taskmanager(cfg: Config) -> int:
     """Add one TaskManager to the running cluster; returns its pid once it has registered."""
     if not jobmanager_pids(cfg):
         raise StackError(f"{NAME} is not running: run `tidemark stack up flink` first")
-    before = set(taskmanager_pids(cfg))
+    before, known = set(taskmanager_pids(cfg)), taskmanager_ids(cfg)
     _run_script(cfg, "taskmanager.sh", "start")
     new = sorted(set(taskmanager_pids(cfg)) - before)
     if not new:
         raise StackError(f"taskmanager.sh start launched no TaskManager:\n{_log_report(cfg)}")
-    _wait_for_taskmanagers(cfg, len(before) + 1)
+    _wait_for_taskmanagers(cfg, known, 1, len(before) + 1)
     return new[0]
 
 
@@ -333,14 +360,15 @@ def _ports(cfg: Config) -> tuple[int, ...]:
 
 
 def status(cfg: Config, state_if_healthy: str = "running") -> ComponentStatus:
-    """JVMs alive and `/overview` listing at least the configured number of TaskManagers."""
+    """JobManager alive, and the configured number of TaskManagers both alive and registered
+    (per `/overview`, which lists a killed TaskManager until its heartbeat times out)."""
     jms, tms = jobmanager_pids(cfg), taskmanager_pids(cfg)
     if not jms and not tms:
         return ComponentStatus(NAME, _ports(cfg), (), "stopped", False)
     registered = registered_taskmanagers(cfg)
     wanted = cfg.stack.taskmanagers
-    ok = bool(jms) and registered >= wanted
-    detail = f"{registered}/{wanted} TaskManager(s) registered"
+    ok = bool(jms) and registered >= wanted and len(tms) >= wanted
+    detail = f"{registered}/{wanted} TaskManager(s) registered, {len(tms)} running"
     if not jms:
         detail = "JobManager is not running; " + detail
     return ComponentStatus(

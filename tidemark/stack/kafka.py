@@ -67,7 +67,7 @@ def daemon(cfg: Config) -> Daemon:
         port=broker_port,
         port_key="stack.kafka_port",
         state_dir=cfg.state_dir,
-        marker="tansu",
+        marker=f"broker --listener-url tcp://{LOOPBACK}:{broker_port}",
         health=lambda: metadata_ok(broker_port),
         start_timeout=20,
         stop_grace=5,

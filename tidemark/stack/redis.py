@@ -48,7 +48,7 @@ def daemon(cfg: Config) -> Daemon:
         port=redis_port,
         port_key="stack.redis_port",
         state_dir=cfg.state_dir,
-        marker="redis-server",  # redis rewrites its title to "redis-server 127.0.0.1:<port>"
+        marker=f"redis-server {LOOPBACK}:{redis_port}",  # the title redis gives itself
         health=lambda: ping_ok(redis_port),
         start_timeout=15,
         stop_grace=5,

@@ -1,0 +1,123 @@
+"""`tidemark topics create | describe`: the source and dead-letter topics.
+
+Note on the local broker (Tansu): CreatePartitions is unsupported, so a topic's partition
+count is fixed when it is created; and its ListOffsets(LATEST) answer is wrong for batched
+produces, so `describe` reports the high-water marks a consumer sees in fetch responses.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from tidemark.config import Config, ConfigError, load_config
+
+
+@dataclass(frozen=True)
+class PartitionInfo:
+    """Where one partition starts and ends, as a consumer sees it."""
+
+    partition: int
+    earliest: int
+    high_water: int
+
+
+def admin_client(cfg: Config):
+    """A Kafka admin client with short timeouts, so a dead broker fails fast."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        return KafkaAdminClient(
+            bootstrap_servers=cfg.kafka_bootstrap.split(","),
+            request_timeout_ms=10_000,
+            bootstrap_timeout_ms=5_000,
+            client_id="tidemark-topics",
+        )
+    except (KafkaError, OSError) as exc:
+        raise ConfigError(
+            f"kafka.bootstrap_servers: no Kafka broker answers at {cfg.kafka_bootstrap} ({exc})"
+        ) from exc
+
+
+def ensure_topics(cfg: Config, partitions: int | None = None) -> list[str]:
+    """Create the source and dead-letter topics if missing; return the names created."""
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    wanted = {
+        cfg.kafka.topic: partitions or cfg.kafka.partitions,
+        cfg.kafka.dead_letter_topic: 1,
+    }
+    admin = admin_client(cfg)
+    try:
+        existing = set(admin.list_topics())
+        created = []
+        for name, count in wanted.items():
+            if name in existing:
+                continue
+            try:
+                admin.create_topics([NewTopic(name, count, 1)])
+                created.append(name)
+            except TopicAlreadyExistsError:
+                pass
+        return created
+    finally:
+        admin.close()
+
+
+def describe_topic(cfg: Config, topic: str, timeout_ms: int = 3000) -> list[PartitionInfo]:
+    """Each partition's earliest offset and high-water mark (read with a short fetch)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=cfg.kafka_bootstrap.split(","),
+        enable_auto_commit=False,
+        group_id=None,
+        max_poll_records=1,
+    )
+    try:
+        partitions = sorted(consumer.partitions_for_topic(topic))
+        infos = []
+        for partition in partitions:
+            tp = TopicPartition(topic, partition)
+            consumer.assign([tp])
+            earliest = consumer.beginning_offsets([tp])[tp]
+            consumer.seek_to_beginning(tp)
+            consumer.poll(timeout_ms=timeout_ms, max_records=1)
+            high = consumer.highwater(tp)
+            infos.append(PartitionInfo(partition, earliest, high if high is not None else earliest))
+        return infos
+    finally:
+        consumer.close()
+
+
+def _cmd_create(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    created = ensure_topics(cfg, args.partitions)
+    for name in created:
+        print(f"created {name}")
+    print(f"topics ready: {cfg.kafka.topic}, {cfg.kafka.dead_letter_topic}")
+    return 0
+
+
+def _cmd_describe(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    for topic in args.topics or [cfg.kafka.topic, cfg.kafka.dead_letter_topic]:
+        infos = describe_topic(cfg, topic)
+        total = sum(i.high_water - i.earliest for i in infos)
+        print(f"{topic}: {len(infos)} partitions, {total} records")
+        for info in infos:
+            print(f"  partition {info.partition}: offsets {info.earliest}..{info.high_water}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("topics", help="create or describe the Kafka topics")
+    sub = parser.add_subparsers(dest="topics_command", required=True)
+    create = sub.add_parser("create", help="create the source and dead-letter topics")
+    create.add_argument("--partitions", type=int, help="source topic partitions (default: config)")
+    create.set_defaults(func=_cmd_create)
+    describe = sub.add_parser("describe", help="partitions and offsets")
+    describe.add_argument("topics", nargs="*", help="topics (default: source and dead-letter)")
+    describe.set_defaults(func=_cmd_describe)
