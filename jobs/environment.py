@@ -17,7 +17,7 @@ from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.table import StreamTableEnvironment
 from ruamel.yaml import YAML
 
-from tidemark.config import REPO_ROOT, Config, ConfigError
+from tidemark.config import REPO_ROOT, Config, ConfigError, flatten_flink_yaml
 
 FLINK_CONFIG_PATH = REPO_ROOT / "flink-conf" / "config.yaml"
 
@@ -33,20 +33,13 @@ JOB_LEVEL_PREFIXES = (
 )
 
 
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """Flink 2.x YAML may nest keys (`execution: {checkpointing: ...}`); flatten to dotted keys."""
-    flat: dict[str, str] = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{dotted}."))
-        elif isinstance(value, bool):
-            flat[dotted] = str(value).lower()
-        elif isinstance(value, list):
-            flat[dotted] = ";".join(str(v) for v in value)
-        else:
-            flat[dotted] = str(value)
-    return flat
+def flink_value(value: Any) -> str:
+    """A YAML value as Flink's string form (booleans lower-case, lists `;`-joined)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ";".join(str(v) for v in value)
+    return str(value)
 
 
 def job_flink_settings(cfg: Config, flink_config_path: Path = FLINK_CONFIG_PATH) -> dict[str, str]:
@@ -54,11 +47,15 @@ def job_flink_settings(cfg: Config, flink_config_path: Path = FLINK_CONFIG_PATH)
     tree = (
         YAML(typ="safe").load(flink_config_path.read_text()) if flink_config_path.is_file() else {}
     )
-    settings = {k: v for k, v in flatten(tree or {}).items() if k.startswith(JOB_LEVEL_PREFIXES)}
-    state_dir = cfg.state_dir
-    settings.setdefault("execution.checkpointing.dir", (state_dir / "checkpoints").as_uri())
+    settings = {
+        k: flink_value(v)
+        for k, v in flatten_flink_yaml(tree or {}).items()
+        if k.startswith(JOB_LEVEL_PREFIXES)
+    }
+    flink_data = cfg.state_dir / "flink"  # where the local cluster keeps them too
+    settings.setdefault("execution.checkpointing.dir", (flink_data / "checkpoints").as_uri())
     settings.setdefault(
-        "execution.checkpointing.savepoint-dir", (state_dir / "savepoints").as_uri()
+        "execution.checkpointing.savepoint-dir", (flink_data / "savepoints").as_uri()
     )
     settings["python.executable"] = sys.executable
     settings["python.client.executable"] = sys.executable
@@ -69,10 +66,29 @@ def job_flink_settings(cfg: Config, flink_config_path: Path = FLINK_CONFIG_PATH)
     return settings
 
 
+def ship_code_by_value() -> None:
+    """Pickle tidemark's own functions by value, not by module reference.
+
+    Why: in thread mode Python runs inside the TaskManager JVM, and that interpreter outlives
+    a job. A job whose functions are pickled by reference imports `udfs.kafka_reader` from
+    the interpreter's module cache, i.e. the code of whatever job ran there first: a
+    resubmitted, upgraded job would silently run old code. By value, each job carries the
+    code it was built with.
+    """
+    import cloudpickle
+
+    import sinks
+    import udfs
+
+    for package in (udfs, sinks):
+        cloudpickle.register_pickle_by_value(package)
+
+
 def create_environment(
     cfg: Config, job_name: str
 ) -> tuple[StreamExecutionEnvironment, StreamTableEnvironment]:
     """A streaming environment with the job's Flink settings and a table environment on it."""
+    ship_code_by_value()
     conf = Configuration()
     for key, value in job_flink_settings(cfg).items():
         conf.set_string(key, value)

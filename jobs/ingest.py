@@ -10,8 +10,8 @@ The graph, and why each stage runs where it does (Python is the slow part, so Py
 each event once and everything stateful per event runs in Java):
 
     datagen ticks (Java, rate-limited)
-      -> KafkaReaderFunction (Python, keyed by reader slot): poll, validate, to JSON row;
-         read offsets in keyed state
+      -> KafkaReaderFunction (Python, keyed by reader slot, driven by its own timers): poll,
+         validate, to JSON row; read offsets in keyed state
       -> dedup on (tenant_id, message_id), keep first, state TTL = horizon (Flink SQL, Java)
       -> union with dead letters -> 1 s processing-time window collecting each table's rows
          into one array (Flink SQL, Java)
@@ -48,7 +48,6 @@ JOB_NAME = "tidemark-ingest"
 def reader_settings(cfg: Config) -> ReaderSettings:
     """The reader's settings, resolved on the client."""
     k = cfg.kafka
-    tick_interval_ms = 1000 // k.poll_ticks_per_second
     return ReaderSettings(
         bootstrap_servers=cfg.kafka_bootstrap,
         topic=k.topic,
@@ -58,7 +57,7 @@ def reader_settings(cfg: Config) -> ReaderSettings:
         poll_timeout_ms=k.poll_timeout_ms,
         fetch_max_bytes=k.fetch_max_bytes,
         partition_discovery_seconds=k.partition_discovery_seconds,
-        stale_tick_ms=max(200, 4 * tick_interval_ms),
+        idle_poll_interval_ms=k.idle_poll_interval_ms,
         limits=ValidationLimits(
             max_event_bytes=cfg.ingest.max_event_bytes,
             max_future_seconds=cfg.ingest.max_future_seconds,
@@ -83,26 +82,26 @@ def clickhouse_settings(cfg: Config) -> ClickHouseSettings:
 
 
 def tick_stream(t_env: StreamTableEnvironment, cfg: Config) -> DataStream:
-    """Rate-limited (slot, created_at) ticks from Java's datagen: they drive the Kafka reader."""
+    """A slow stream of reader-slot ticks from Java's datagen: each arms its slot's poll timer."""
     slots = cfg.kafka.reader_slots
-    rate = cfg.kafka.poll_ticks_per_second * slots
+    rate = slots  # about one tick per slot per second: ticks only (re-)arm timers
     t_env.execute_sql(
         f"""
         CREATE TEMPORARY TABLE tidemark_ticks (slot INT) WITH (
           'connector' = 'datagen',
           'rows-per-second' = '{rate}',
-          'fields.slot.kind' = 'random',
+          'fields.slot.kind' = 'random',  -- random: a sequence would end
           'fields.slot.min' = '0',
           'fields.slot.max' = '{slots - 1}'
         )"""
     )
     return t_env.to_data_stream(
-        t_env.sql_query("SELECT slot, CURRENT_TIMESTAMP AS created_at FROM tidemark_ticks")
+        t_env.sql_query("SELECT slot FROM tidemark_ticks")
     )
 
 
 def kafka_records(t_env: StreamTableEnvironment, cfg: Config) -> DataStream:
-    """Validated rows (target, tenant_id, message_id, line) read from Kafka in Python."""
+    """Validated records read from Kafka in Python: (target, dedup_key, line) per record."""
     return (
         tick_stream(t_env, cfg)
         .key_by(lambda tick: tick[0], key_type=Types.INT())
@@ -124,14 +123,13 @@ def batches(t_env: StreamTableEnvironment, records: DataStream, cfg: Config) -> 
     """Dedup accepted rows, union dead letters, and collect each table's rows per window."""
     t_env.get_config().set("table.exec.state.ttl", f"{cfg.ingest.dedup_horizon_seconds} s")
     t_env.create_temporary_view(
-        "tidemark_parsed",
-        with_proctime(t_env, records, ["target", "tenant_id", "message_id", "line"]),
+        "tidemark_parsed", with_proctime(t_env, records, ["target", "dedup_key", "line"])
     )
     deduplicated = t_env.sql_query(
         f"""
         SELECT target, line FROM (
           SELECT target, line,
-                 ROW_NUMBER() OVER (PARTITION BY tenant_id, message_id ORDER BY pt ASC) AS rn
+                 ROW_NUMBER() OVER (PARTITION BY dedup_key ORDER BY pt ASC) AS rn
           FROM tidemark_parsed WHERE target <> '{DEAD_LETTERS_TABLE}')
         WHERE rn = 1
         UNION ALL

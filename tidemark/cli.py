@@ -19,7 +19,8 @@ COMMAND_MODULES = (
     "tidemark.gen",  # gen
     "tidemark.produce",  # produce
     "tidemark.schema",  # schema apply | status
-    "tidemark.run",  # run (submit a job), demo (end to end on the local stack)
+    "tidemark.run",  # run (submit a job), jobs (list, cancel, stop with savepoint)
+    "tidemark.demo",  # demo (the ingest job end to end on the local stack)
 )
 
 

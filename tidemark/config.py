@@ -53,7 +53,7 @@ class KafkaConfig:
     dead_letter_topic: str = "tidemark.dead-letters"
     start_from: str = "earliest"  # earliest | latest | timestamp:<epoch millis>
     reader_slots: int = 4
-    poll_ticks_per_second: int = 50
+    idle_poll_interval_ms: int = 50
     max_poll_records: int = 5000
     poll_timeout_ms: int = 20
     fetch_max_bytes: int = 16 * 1024 * 1024
@@ -129,6 +129,19 @@ _SECTIONS: dict[str, type] = {
 }
 
 
+def flatten_flink_yaml(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flink 2.x YAML may nest keys (`execution: {checkpointing: ...}`); flatten to dotted keys,
+    so the repo file, generated cluster files and per-job overrides merge by name."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_flink_yaml(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
 def _coerce(key: str, value: Any, target: Any) -> Any:
     """Convert a YAML or override value to the field's declared type, or fail naming the key."""
     if target is int:
@@ -172,7 +185,7 @@ def _check_ranges(cfg: Config) -> None:
     positive = {
         "kafka.partitions": cfg.kafka.partitions,
         "kafka.reader_slots": cfg.kafka.reader_slots,
-        "kafka.poll_ticks_per_second": cfg.kafka.poll_ticks_per_second,
+        "kafka.idle_poll_interval_ms": cfg.kafka.idle_poll_interval_ms,
         "kafka.max_poll_records": cfg.kafka.max_poll_records,
         "kafka.partition_discovery_seconds": cfg.kafka.partition_discovery_seconds,
         "ingest.batch_max_rows": cfg.ingest.batch_max_rows,

@@ -13,7 +13,7 @@ What the stream looks like (rates are exact per block of 200 records, positions 
     sometimes alias; people on several devices; shared family devices.
   * 5% cost records: hourly AWS line items (EC2, S3, RDS, Lambda, CloudFront) per resource,
     account and region, tagged team/env/feature/customer or untagged, plus taxes and credits.
-  * 1% exact duplicates (the same key and bytes re-sent up to ~2000 records later).
+  * 1% exact duplicates (the same key and bytes re-sent up to ~1500 records later).
   * 5% late customer events (event time 1 s to 10 min behind the stream clock).
   * 0.5% malformed records cycling through every dead-letter reason code.
 Event times follow a simulated clock: record i is emitted at start_ms + i * 1000 / rate.
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import contextlib
 import sys
 import time
 from collections.abc import Iterator
@@ -60,7 +61,7 @@ DEFAULT_EVENTS_PER_SECOND = 1000.0
 
 # One block of record slots: M malformed, D duplicate, L late event, C cost record, N event.
 _BLOCK = "M" + "D" * 2 + "L" * 10 + "C" * 10 + "N" * 177
-_DUPLICATE_WINDOW = 2000  # a re-send repeats one of this many most recent valid records
+_DUPLICATE_WINDOW = 1500  # a re-send repeats one of this many most recent valid records
 _HOUR_MS = 3_600_000
 _YEAR_MS = 365 * 86_400_000
 _LATEST_MS = 10_413_791_999_999 - _HOUR_MS  # keep "future" records inside DateTime64's range
@@ -71,10 +72,12 @@ _EPOCH = datetime(1970, 1, 1)
 class Truth(NamedTuple):
     """What the generator did to one record; the answer key for every downstream test.
 
-    tenant_id/message_id are the ids the record was built with (a malformed record may no
-    longer carry them readably). late marks a customer event deliberately delayed; event_ms is
-    its event time (usage_start for cost); emit_ms is its position on the simulated clock,
-    which is the Kafka record timestamp a producer should use.
+    reason_code is the dead-letter code a validator must give an invalid record; table is
+    where a valid one lands (None for invalid ones). tenant_id/message_id are the ids the
+    record was built with (a malformed record may no longer carry them readably). late marks
+    a customer event deliberately delayed; event_ms is its event time (usage_start for cost);
+    emit_ms is its position on the simulated clock, which is the Kafka record timestamp a
+    producer should use.
     """
 
     valid: bool
@@ -188,6 +191,7 @@ class _Tenant:
         "offset",
         "offset_text",
         "people",
+        "per_unit",
         "products",
         "resources",
     )
@@ -195,12 +199,14 @@ class _Tenant:
     def __init__(self, name: str, currency: str, offset_minutes: int) -> None:
         self.name = name
         self.currency = currency
+        self.per_unit = 1 if currency == "JPY" else 100  # JPY has no minor unit
         self.offset = offset_minutes
         sign = "+" if offset_minutes >= 0 else "-"
         hours, minutes = divmod(abs(offset_minutes), 60)
         self.offset_text = f"{sign}{hours:02d}:{minutes:02d}"
         self.domain = f"{name.replace('_', '-').replace('.', '-')}.example"
-        self.products: list[tuple[str, str, int, str]] = []  # (sku, name, price cents, category)
+        # (sku, name, price in minor units, category)
+        self.products: list[tuple[str, str, int, str]] = []
         self.campaigns: list[str] = []
         self.people: list[_Person] = []
         self.devices: list[_Device] = []
@@ -236,7 +242,7 @@ class _Generator:
     def __init__(self, seed: int, start_ms: int, events_per_second: float) -> None:
         self.rng = Random(seed)
         self.r = self.rng.random
-        self.randbytes = self.rng.randbytes
+        self.bits = self.rng.getrandbits
         self.start_ms = start_ms
         self.ms_per_record = 1000.0 / events_per_second
         self.tenants = [_Tenant(name, cur, off) for name, _, cur, off in _TENANTS]
@@ -259,7 +265,8 @@ class _Generator:
         return seq[int(self.r() * len(seq))]
 
     def hex(self, digits: int) -> str:
-        return self.randbytes((digits + 1) >> 1).hex()[:digits]
+        size = (digits + 1) >> 1
+        return self.bits(size << 3).to_bytes(size, "little").hex()[:digits]
 
     def uuid(self) -> str:
         h = self.hex(32)
@@ -471,7 +478,7 @@ class _Generator:
                 "product_id": sku,
                 "name": name,
                 "category": category,
-                "price": cents / 100,
+                "price": cents / tenant.per_unit if tenant.per_unit > 1 else cents,
                 "currency": tenant.currency,
             }
             if kind == "add":
@@ -479,9 +486,9 @@ class _Generator:
         elif kind == "order":
             doc["event"] = "Order Completed"
             cents = sum(item[2] for item in arg)
-            revenue: Any = cents / 100
+            revenue: Any = cents / 100 if tenant.per_unit > 1 else cents
             if r() < 0.15:  # some SDKs send money as a decimal string
-                revenue = f"{cents // 100}.{cents % 100:02d}"
+                revenue = f"{cents // 100}.{cents % 100:02d}" if tenant.per_unit > 1 else str(cents)
             properties = {
                 "order_id": f"ord-{self.hex(10)}",
                 "revenue": revenue,
@@ -722,7 +729,7 @@ class _Generator:
             if doc.get("event"):
                 choices.append("empty_event")
             if doc.get("event") == "Order Completed":
-                choices.append("revenue_places")
+                choices.append("revenue_huge")
         choice = self.pick(choices)
         if choice == "tenant_space":
             doc["tenant_id"] = doc["tenant_id"] + " corp"
@@ -748,7 +755,7 @@ class _Generator:
         elif choice == "empty_event":
             doc["event"] = ""
         else:
-            doc["properties"]["revenue"] = "19.9999999"  # 7 places: Decimal(18, 6) cannot hold
+            doc["properties"]["revenue"] = "12345678901234.5"  # over Decimal(18, 6)
         return orjson.dumps(doc), INVALID_VALUE
 
     def _fault_oversized(self, doc: dict[str, Any], emit_ms: int) -> tuple[bytes, str]:
@@ -782,6 +789,7 @@ def generate(
     gen = _Generator(seed, start_ms, events_per_second)
     rng, r = gen.rng, gen.r
     recent = gen.recent
+    stored = 0  # valid originals seen, for the ring of recent ones
     block: list[str] = []
     ms_per_record = gen.ms_per_record
     dumps = orjson.dumps
@@ -826,8 +834,9 @@ def generate(
         )
         if len(recent) < _DUPLICATE_WINDOW:
             recent.append(record)
-        else:
-            recent[index % _DUPLICATE_WINDOW] = record
+        else:  # a ring: overwrite the oldest
+            recent[stored % _DUPLICATE_WINDOW] = record
+        stored += 1
         yield record
 
 
@@ -847,29 +856,46 @@ def _parse_start(text: str) -> int:
     return int((parsed - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(milliseconds=1))
 
 
+def _truth_line(record: GeneratedRecord) -> bytes:
+    """One truth-file object: the Kafka key and every Truth field, by name."""
+    t = record.truth
+    return orjson.dumps(
+        {
+            "key": record.key.decode(),
+            "valid": t.valid,
+            "reason_code": t.reason_code,
+            "duplicate_of": t.duplicate_of,
+            "table": t.table,
+            "tenant_id": t.tenant_id,
+            "message_id": t.message_id,
+            "index": t.index,
+            "late": t.late,
+            "event_ms": t.event_ms,
+            "emit_ms": t.emit_ms,
+        }
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     """Write the stream (and optionally its truth) and print a one-line summary."""
     began = time.perf_counter()
     totals = {"records": 0, "valid": 0, "duplicates": 0, "malformed": 0}
-    truth_file = open(args.truth, "wb") if args.truth else None  # noqa: SIM115 - optional file
-    try:
-        with open(args.out, "wb") as out:
-            for record in generate(args.seed, args.count, args.start, args.rate):
-                value, truth = record.value, record.truth
-                if b"\n" in value:  # the file format's one invariant
-                    raise RuntimeError(f"record {truth.index} contains a newline")
-                out.write(value)
-                out.write(b"\n")
-                totals["records"] += 1
-                totals["valid"] += truth.valid
-                totals["duplicates"] += truth.duplicate_of is not None
-                totals["malformed"] += not truth.valid
-                if truth_file is not None:
-                    truth_file.write(orjson.dumps({"key": record.key.decode(), **truth._asdict()}))
-                    truth_file.write(b"\n")
-    finally:
-        if truth_file is not None:
-            truth_file.close()
+    with contextlib.ExitStack() as files:
+        out = files.enter_context(open(args.out, "wb"))
+        truth_file = files.enter_context(open(args.truth, "wb")) if args.truth else None
+        for record in generate(args.seed, args.count, args.start, args.rate):
+            value, truth = record.value, record.truth
+            if b"\n" in value:  # the file format's one invariant
+                raise RuntimeError(f"record {truth.index} contains a newline")
+            out.write(value)
+            out.write(b"\n")
+            totals["records"] += 1
+            totals["valid"] += truth.valid
+            totals["duplicates"] += truth.duplicate_of is not None
+            totals["malformed"] += not truth.valid
+            if truth_file is not None:
+                truth_file.write(_truth_line(record))
+                truth_file.write(b"\n")
     elapsed = time.perf_counter() - began
     rate = totals["records"] / elapsed if elapsed else 0.0
     print(

@@ -113,8 +113,10 @@ MAX_EVENT_TIME_MS: Final = 10_413_791_999_999  # 2299-12-31T23:59:59.999Z
 
 # --- money --------------------------------------------------------------------------------------
 
-# (precision, scale) of the ClickHouse Decimal columns. A value the column cannot hold exactly
-# is rejected, never rounded: a silently rounded cost is a wrong invoice.
+# (precision, scale) of the ClickHouse Decimal columns. Digits beyond the scale are rounded
+# half-to-even by the validator (1e-12 of a currency unit for costs; FOCUS exports from some
+# providers carry 15-18 decimals), every other digit is kept exactly as sent, and a value with
+# more integer digits than the column holds is rejected rather than overflowing.
 REVENUE_DECIMAL: Final = (18, 6)
 COST_DECIMAL: Final = (38, 12)
 

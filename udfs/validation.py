@@ -17,7 +17,7 @@ import base64
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Any, NamedTuple
 
 import orjson
@@ -57,7 +57,10 @@ from udfs.contract import (
 )
 
 
-@dataclass(frozen=True, slots=True)
+# No slots=True on these dataclasses: jobs pickle this package by value (see
+# jobs/environment.py), and cloudpickle 2.2 rebuilds slotted dataclass instances without their
+# attributes. tests/test_job_pickling.py guards this.
+@dataclass(frozen=True)
 class SourceMeta:
     """Where a record came from: its Kafka position and the record's (producer) timestamp."""
 
@@ -67,7 +70,7 @@ class SourceMeta:
     timestamp_ms: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ValidationLimits:
     """The configurable limits of the contract (`ingest.max_event_bytes` and friends)."""
 
@@ -109,6 +112,9 @@ _UTC_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NAIVE_EPOCH = datetime(1970, 1, 1)
 _EMPTY: dict[str, Any] = {}
 _REASON_VALUE_CHARS = 80  # how much of an offending value a reason quotes
+# Wide enough for any Decimal(38, s) result, so quantize() never rounds at the context level.
+_DECIMAL_CONTEXT = Context(prec=80)
+_SCALES = {scale: Decimal(1).scaleb(-scale) for scale in (REVENUE_DECIMAL[1], COST_DECIMAL[1])}
 
 # --- small helpers ------------------------------------------------------------------------------
 
@@ -240,7 +246,8 @@ def _parse_time(name: str, value: Any) -> int:
     else:
         raise _wrong(name, "an ISO-8601 string or integer epoch millis", value)
     if ms < MIN_EVENT_TIME_MS:
-        raise _Reject(BAD_TIMESTAMP, f"field '{name}' is before 2000-01-01: {_quote(value)}")
+        hint = " (integer times are epoch milliseconds)" if cls is int else ""
+        raise _Reject(BAD_TIMESTAMP, f"field '{name}' is before 2000-01-01: {_quote(value)}{hint}")
     if ms > MAX_EVENT_TIME_MS:
         raise _Reject(BAD_TIMESTAMP, f"field '{name}' is after 2299-12-31: {_quote(value)}")
     return ms
@@ -311,27 +318,24 @@ def _decimal(name: str, value: Any) -> Decimal:
 
 
 def _decimal_text(name: str, value: Decimal, spec: tuple[int, int]) -> str:
-    """The exact text of a decimal that fits Decimal(precision, scale), or invalid_value."""
+    """The text of a decimal for a Decimal(precision, scale) column: digits beyond the scale
+    are rounded half-to-even (so ClickHouse never decides), every other digit is kept as
+    written, and a value with too many integer digits is invalid_value."""
     if not value.is_finite():
         raise _Reject(INVALID_VALUE, f"field '{name}' must be a finite number, got '{value}'")
-    if not value:
-        return "0"
     precision, scale = spec
-    sign, digits, exponent = value.as_tuple()
-    if exponent < -scale:  # trailing zeros beyond the scale are harmless: drop them
-        excess = -scale - exponent
-        if excess >= len(digits) or any(digits[-excess:]):
-            raise _Reject(
-                INVALID_VALUE,
-                f"field '{name}' has more than {scale} decimal places: '{value}' (not rounded)",
-            )
-        value = Decimal((sign, digits[:-excess], -scale))
-    if value.adjusted() >= precision - scale:
+    integer_digits = precision - scale
+    fitted = value
+    if value.as_tuple().exponent < -scale and value.adjusted() < integer_digits:
+        fitted = value.quantize(_SCALES[scale], ROUND_HALF_EVEN, _DECIMAL_CONTEXT)
+    if not fitted:
+        return "0"
+    if fitted.adjusted() >= integer_digits:  # also catches a carry: 99.9999 -> 100.000
         raise _Reject(
             INVALID_VALUE,
-            f"field '{name}' has more than {precision - scale} integer digits: '{value}'",
+            f"field '{name}' has more than {integer_digits} integer digits: {_quote(str(value))}",
         )
-    return format(value, "f")
+    return format(fitted, "f")
 
 
 # --- customer events ----------------------------------------------------------------------------
