@@ -21,6 +21,7 @@ import pytest
 import redis as redis_client
 from kafka import KafkaAdminClient
 
+from tests.support import free_ports, stack_overrides
 from tidemark.config import REPO_ROOT, load_config
 from tidemark.stack import flink, process
 from tidemark.stack.commands import ORDER, stack_status, start_stack, stop_stack
@@ -35,34 +36,6 @@ CLI = (
     "cli.COMMAND_MODULES = ('tidemark.stack.commands',); "
     "sys.exit(cli.main(sys.argv[1:]))"
 )
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct ports nobody listens on right now (held open together so they differ)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def stack_overrides(state_dir: Path) -> list[str]:
-    """`--set`-style overrides: a private state_dir and five free ports."""
-    kafka, redis, clickhouse, rest, rpc = free_ports(5)
-    return [
-        f"stack.state_dir={state_dir}",
-        f"stack.kafka_port={kafka}",
-        f"stack.redis_port={redis}",
-        f"stack.clickhouse_port={clickhouse}",
-        f"stack.flink_rest_port={rest}",
-        f"stack.flink_rpc_port={rpc}",
-        "stack.taskmanagers=1",
-    ]
 
 
 def run_cli(overrides: list[str], *args: str, env: dict[str, str] | None = None):

@@ -1,0 +1,50 @@
+"""Helpers shared by the tests: free ports and private stack settings.
+
+Every test that starts real components uses free, non-default ports and its own state_dir,
+so a developer's running stack (default ports, .tidemark/stack) is never touched.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct ports nobody listens on right now (held open together so they differ)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def stack_overrides(state_dir: Path, taskmanagers: int = 1) -> list[str]:
+    """`--set`-style overrides: a private state_dir and five free ports."""
+    kafka, redis, clickhouse, rest, rpc = free_ports(5)
+    return [
+        f"stack.state_dir={state_dir}",
+        f"stack.kafka_port={kafka}",
+        f"stack.redis_port={redis}",
+        f"stack.clickhouse_port={clickhouse}",
+        f"stack.flink_rest_port={rest}",
+        f"stack.flink_rpc_port={rpc}",
+        f"stack.taskmanagers={taskmanagers}",
+    ]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, every: float = 0.5):
+    """Poll `condition` until it holds; fail the test naming `what` on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
