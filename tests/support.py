@@ -48,3 +48,51 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, every: 
             return
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def pid_listening_on(port: int) -> int | None:
+    """The pid of the process with a listening TCP socket on `port` (from /proc, as `ss -p`)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(f"socket:[{inode}]")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                if str(fd.readlink()) in inodes:
+                    return int(proc.name)
+        except OSError:
+            continue
+    return None
+
+
+def child_pids(parent: int) -> list[int]:
+    """Direct children of `parent`, from /proc."""
+    children = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+        except OSError:
+            continue
+        # field 4 (ppid) follows the parenthesised command name, which may hold spaces
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+            children.append(int(proc.name))
+    return children
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""

@@ -99,6 +99,7 @@ class Config:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     flink: dict[str, str] = field(default_factory=dict)
     source_path: str = ""
+    overrides: tuple[str, ...] = ()  # as given to load_config, so a job can be given the same
 
     @property
     def kafka_bootstrap(self) -> str:
@@ -140,6 +141,15 @@ def flatten_flink_yaml(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]
         else:
             flat[dotted] = value
     return flat
+
+
+def _flink_text(value: Any) -> str:
+    """A YAML value in Flink's string form (booleans lower-case, lists `;`-joined)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ";".join(str(v) for v in value)
+    return str(value)
 
 
 def _coerce(key: str, value: Any, target: Any) -> Any:
@@ -228,6 +238,8 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
             f"(known: {', '.join([*_SECTIONS, 'flink'])})"
         )
     target = raw.setdefault(section, {}) or {}
+    if not isinstance(target, dict):
+        raise ConfigError(f"{section}: expected a mapping of settings, got {target!r}")
     raw[section] = target
     target[key] = value
 
@@ -236,7 +248,7 @@ def from_dict(raw: dict[str, Any], source_path: str = "") -> Config:
     """Build and check a Config from a plain mapping (the YAML document or a shipped JSON)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source_path or 'config'}: expected a mapping at the top level")
-    unknown = sorted(set(raw) - {*_SECTIONS, "flink", "source_path"})
+    unknown = sorted(set(raw) - {*_SECTIONS, "flink", "source_path", "overrides"})
     if unknown:
         raise ConfigError(
             f"unknown section '{unknown[0]}' (known: {', '.join([*_SECTIONS, 'flink'])})"
@@ -245,9 +257,8 @@ def from_dict(raw: dict[str, Any], source_path: str = "") -> Config:
     flink_raw = raw.get("flink") or {}
     if not isinstance(flink_raw, dict):
         raise ConfigError(f"flink: expected a mapping of Flink keys, got {flink_raw!r}")
-    flink = {
-        str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in flink_raw.items()
-    }
+    # Flink 2.x YAML may nest keys: flatten them, so a job gets dotted keys Flink understands.
+    flink = {str(k): _flink_text(v) for k, v in flatten_flink_yaml(flink_raw).items()}
     cfg = Config(**sections, flink=flink, source_path=source_path)
     _check_ranges(cfg)
     return cfg
@@ -264,6 +275,9 @@ def load_config(
         raw = YAML(typ="safe").load(chosen.read_text()) or {}
     except Exception as exc:  # ruamel raises several unrelated error types
         raise ConfigError(f"{chosen}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):  # checked before overrides, which index into it
+        raise ConfigError(f"{chosen}: expected a mapping at the top level")
     for override in overrides or []:
         _apply_override(raw, override)
-    return from_dict(raw, source_path=str(chosen))
+    cfg = from_dict(raw, source_path=str(chosen))
+    return dataclasses.replace(cfg, overrides=tuple(overrides or ()))

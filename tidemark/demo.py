@@ -116,7 +116,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"generated {expected.produced} records (seed {args.seed})")
     report = produce(cfg, records, total=len(records), show_progress=True)
     print(f"produced to {cfg.kafka.topic} at {report.rate:,.0f} records/s")
-    job_id = submit(cfg, "ingest", args.config, args.overrides)
+    job_id = submit(cfg, "ingest")
     url = flink.rest_url(cfg)
     flink_rest.wait_running(url, job_id)
     print(f"ingest job {job_id} running on the standalone cluster ({url})")

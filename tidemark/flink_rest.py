@@ -100,9 +100,9 @@ def latest_checkpoint(base_url: str, job_id: str) -> dict[str, Any] | None:
 
 
 def restarts(base_url: str, job_id: str) -> int:
-    """How many times the job has restarted (failovers)."""
-    detail = call(base_url, f"/jobs/{job_id}")
-    return int(detail.get("numRestarts", detail.get("restarts", 0)) or 0)
+    """How many times the job has restarted (failovers): Flink's `numRestarts` job metric."""
+    metrics = call(base_url, f"/jobs/{job_id}/metrics?get=numRestarts")
+    return int(float(metrics[0]["value"])) if metrics else 0
 
 
 def cancel(base_url: str, job_id: str, timeout: float = 60) -> None:

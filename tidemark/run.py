@@ -51,16 +51,22 @@ def job_arguments(config_path: str | None, overrides: list[str]) -> list[str]:
 def submit(
     cfg: Config,
     job: str = "ingest",
-    config_path: str | None = None,
-    overrides: list[str] | None = None,
+    extra_overrides: list[str] | None = None,
     savepoint: str | None = None,
     flink_options: dict[str, str] | None = None,
 ) -> str:
-    """Submit `job` detached to the local stack's cluster; return its job id."""
+    """Submit `job` detached to the local stack's cluster; return its job id.
+
+    The job is given the settings file and overrides `cfg` was loaded from (plus
+    `extra_overrides`), so it resolves exactly the settings the client checked.
+    """
     from jobs.preflight import preflight
 
     if job not in JOBS:
         raise ConfigError(f"unknown job {job!r} (known: {', '.join(JOBS)})")
+    overrides = [*cfg.overrides, *(extra_overrides or [])]
+    if extra_overrides:
+        cfg = load_config(cfg.source_path, overrides)
     preflight(cfg)
     python = venv_python()
     command = [str(flink.flink_bin()), "run", "-d", "-m", f"127.0.0.1:{cfg.stack.flink_rest_port}"]
@@ -70,7 +76,7 @@ def submit(
         command += [f"-D{key}={value}"]
     command += ["-pym", JOBS[job], "-pyfs", str(build_job_archive(cfg))]
     command += ["-pyexec", python, "-pyclientexec", python]
-    command += [*job_arguments(config_path or cfg.source_path, overrides or []), "--skip-preflight"]
+    command += [*job_arguments(cfg.source_path, overrides), "--skip-preflight"]
     result = subprocess.run(
         command, env=flink.flink_env(cfg), capture_output=True, text=True, timeout=300
     )
@@ -92,7 +98,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     if args.local:
         return run_local(args.config or cfg.source_path, args.overrides)
-    job_id = submit(cfg, args.job, args.config, args.overrides, savepoint=args.from_savepoint)
+    job_id = submit(cfg, args.job, savepoint=args.from_savepoint)
     url = flink.rest_url(cfg)
     flink_rest.wait_running(url, job_id)
     print(f"{args.job} job {job_id} is running; web UI {url}/#/job/running/{job_id}")

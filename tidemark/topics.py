@@ -8,6 +8,7 @@ produces, so `describe` reports the high-water marks a consumer sees in fetch re
 from __future__ import annotations
 
 import argparse
+import time
 from dataclasses import dataclass
 
 from tidemark.config import Config, ConfigError, load_config
@@ -75,6 +76,7 @@ def describe_topic(cfg: Config, topic: str, timeout_ms: int = 3000) -> list[Part
         enable_auto_commit=False,
         group_id=None,
         max_poll_records=1,
+        fetch_max_wait_ms=100,  # an empty partition's fetch answers after this
     )
     try:
         partitions = sorted(consumer.partitions_for_topic(topic))
@@ -84,7 +86,11 @@ def describe_topic(cfg: Config, topic: str, timeout_ms: int = 3000) -> list[Part
             consumer.assign([tp])
             earliest = consumer.beginning_offsets([tp])[tp]
             consumer.seek_to_beginning(tp)
-            consumer.poll(timeout_ms=timeout_ms, max_records=1)
+            # Poll until a fetch response brings the high-water mark: one long poll would wait
+            # out the whole timeout on an empty partition (3 s each, for nothing).
+            deadline = time.monotonic() + timeout_ms / 1000
+            while consumer.highwater(tp) is None and time.monotonic() < deadline:
+                consumer.poll(timeout_ms=50, max_records=1)
             high = consumer.highwater(tp)
             infos.append(PartitionInfo(partition, earliest, high if high is not None else earliest))
         return infos

@@ -79,7 +79,9 @@ def resolve_start(consumer: Any, partitions: list[Any], start_from: str) -> None
         found = consumer.offsets_for_times({tp: timestamp_ms for tp in partitions})
         for tp in partitions:
             hit = found.get(tp)
-            if hit is None:
+            # No record that recent: Kafka answers offset -1 (None here); Tansu answers
+            # offset 0 with timestamp -1, which would re-read the whole partition.
+            if hit is None or hit.timestamp < 0:
                 consumer.seek_to_end(tp)
             else:
                 consumer.seek(tp, hit.offset)

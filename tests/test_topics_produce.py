@@ -1,0 +1,180 @@
+"""tidemark.topics, tidemark.produce and sinks.dead_letter_topic against a real broker (Tansu).
+
+Proves that `ensure_topics` creates the source topic with the requested partition count and the
+one-partition dead-letter topic, and is idempotent; that `produce` from a newline-delimited file
+delivers every non-empty line byte for byte, keyed `tenant_id:message_id` where the line is an
+event (unkeyed otherwise), with the produce time as record timestamp and a message's copies on
+one partition; that `describe_topic` reports each partition's offsets; and that
+DeadLetterPublisher publishes dead-letter rows keyed `partition:offset`, read back unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+from sinks.dead_letter_topic import DeadLetterPublisher
+from tidemark.config import Config
+from tidemark.produce import file_records, key_of, produce
+from tidemark.topics import describe_topic, ensure_topics
+from udfs.validation import Rejected, SourceMeta, ValidationLimits, validate
+
+Record = tuple[int, bytes | None, bytes, int]  # partition, key, value, timestamp
+
+
+@pytest.fixture
+def cfg(kafka_cfg: Config) -> Config:
+    """The session broker, with topic names of this test's own."""
+    suffix = uuid.uuid4().hex[:10]
+    kafka = dataclasses.replace(
+        kafka_cfg.kafka, topic=f"t.src.{suffix}", dead_letter_topic=f"t.dlq.{suffix}"
+    )
+    return dataclasses.replace(kafka_cfg, kafka=kafka)
+
+
+@pytest.fixture
+def admin(kafka_cfg: Config) -> Iterator[KafkaAdminClient]:
+    client = KafkaAdminClient(bootstrap_servers=kafka_cfg.kafka_bootstrap, client_id="t-topics")
+    yield client
+    client.close()
+
+
+def read_all(cfg: Config, topic: str, expected: int, timeout: float = 10.0) -> list[Record]:
+    """Every record of every partition of `topic`, read from the beginning without a group."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=cfg.kafka_bootstrap, group_id=None, enable_auto_commit=False
+    )
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        records: list[Record] = []
+        deadline = time.monotonic() + timeout
+        while len(records) < expected and time.monotonic() < deadline:
+            for tp, batch in consumer.poll(timeout_ms=200).items():
+                records.extend((tp.partition, r.key, r.value, r.timestamp) for r in batch)
+        # Anything beyond `expected` would be a duplicate: give it a moment to show up.
+        for tp, batch in consumer.poll(timeout_ms=300).items():
+            records.extend((tp.partition, r.key, r.value, r.timestamp) for r in batch)
+        return records
+    finally:
+        consumer.close()
+
+
+def test_ensure_topics_creates_both_and_is_idempotent(cfg: Config, admin: KafkaAdminClient) -> None:
+    source, dead = cfg.kafka.topic, cfg.kafka.dead_letter_topic
+    assert source not in admin.list_topics()
+
+    assert ensure_topics(cfg, partitions=3) == [source, dead]
+
+    assert {source, dead} <= set(admin.list_topics())
+    assert [p.partition for p in describe_topic(cfg, source)] == [0, 1, 2]
+    assert [p.partition for p in describe_topic(cfg, dead)] == [0]
+    # Again: nothing created, nothing changed (not even with another partition count).
+    assert ensure_topics(cfg, partitions=5) == []
+    assert ensure_topics(cfg) == []
+    assert len(describe_topic(cfg, source)) == 3
+
+
+def test_ensure_topics_defaults_to_configured_partitions(cfg: Config) -> None:
+    assert cfg.kafka.partitions == 4
+    ensure_topics(cfg)
+    started = time.monotonic()
+    infos = describe_topic(cfg, cfg.kafka.topic)
+    assert [(i.partition, i.earliest, i.high_water) for i in infos] == [(p, 0, 0) for p in range(4)]
+    # Empty partitions answer as fast as full ones (it used to wait out 3 s per partition).
+    assert time.monotonic() - started < 3
+
+
+def test_produce_from_file_keys_every_parseable_record(cfg: Config, tmp_path: Path) -> None:
+    ensure_topics(cfg, partitions=3)
+    events = [
+        {"tenant_id": "acme", "message_id": f"m-{i}", "type": "track", "event": "E"}
+        for i in range(8)
+    ]
+    lines = [orjson.dumps(e) for e in events]
+    lines += [
+        lines[2],  # a re-send of m-2: must land on m-2's partition
+        b'{"tenant_id": "acme", "message_id": broken',  # malformed: no key
+        b'{"message_id": "m-x", "type": "track"}',  # no tenant_id: no key
+        b"\xff\xfe not utf-8",  # not even text: no key, bytes kept as they are
+        b'{"tenant_id": "globex", "message_id": "g-1"}',
+    ]
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(b"\n".join(lines[:5]) + b"\n\n" + b"\n".join(lines[5:]) + b"\n")
+
+    started_ms = int(time.time() * 1000)
+    report = produce(cfg, file_records(path))
+    finished_ms = int(time.time() * 1000)
+
+    assert report.records == len(lines) == 13  # the empty line is skipped
+    read = read_all(cfg, cfg.kafka.topic, expected=13)
+    expected_keys = [key_of(line) for line in lines]
+    assert expected_keys[:8] == [f"acme:m-{i}".encode() for i in range(8)]
+    assert expected_keys[9:12] == [None, None, None]
+    assert expected_keys[12] == b"globex:g-1"
+    assert Counter((key, value) for _, key, value, _ in read) == Counter(
+        zip(expected_keys, lines, strict=True)
+    )
+    assert all(started_ms - 1000 <= ts <= finished_ms + 1000 for *_, ts in read)
+    copies = {partition for partition, key, _, _ in read if key == b"acme:m-2"}
+    assert len(copies) == 1
+
+    # describe_topic sees the same records, partition by partition.
+    per_partition = Counter(partition for partition, *_ in read)
+    infos = describe_topic(cfg, cfg.kafka.topic)
+    assert [(i.partition, i.earliest, i.high_water) for i in infos] == [
+        (p, 0, per_partition[p]) for p in range(3)
+    ]
+
+
+def test_produce_to_another_topic(cfg: Config) -> None:
+    ensure_topics(cfg, partitions=1)
+    records = [(b"k", b"v1"), (None, b"v2")]
+    assert produce(cfg, records, topic=cfg.kafka.dead_letter_topic).records == 2
+    read = read_all(cfg, cfg.kafka.dead_letter_topic, expected=2)
+    assert [(key, value) for _, key, value, _ in read] == records
+    assert describe_topic(cfg, cfg.kafka.topic)[0].high_water == 0
+
+
+def test_dead_letter_publisher_keys_by_source_position(cfg: Config) -> None:
+    ensure_topics(cfg, partitions=1)
+    bad = [
+        (b"{not json", 3, 17),
+        (b'{"tenant_id": "acme", "message_id": "m-1", "type": "nope"}', 0, 5),
+        (b"\xff\xfe", 3, 18),
+    ]
+    lines = []
+    for payload, partition, offset in bad:
+        result = validate(
+            payload,
+            SourceMeta(cfg.kafka.topic, partition, offset, 1_793_491_200_500),
+            ValidationLimits(),
+            1_793_491_260_000,
+        )
+        assert isinstance(result, Rejected), result
+        lines.append(orjson.dumps(result.row).decode())
+
+    publisher = DeadLetterPublisher(cfg.kafka_bootstrap, cfg.kafka.dead_letter_topic, attempts=2)
+    publisher.open()
+    try:
+        publisher.publish(lines)
+    finally:
+        publisher.close()
+
+    read = read_all(cfg, cfg.kafka.dead_letter_topic, expected=3)
+    assert [(key, value) for _, key, value, _ in read] == [
+        (b"3:17", lines[0].encode()),
+        (b"0:5", lines[1].encode()),
+        (b"3:18", lines[2].encode()),
+    ]
+    reasons = [orjson.loads(value)["reason_code"] for _, _, value, _ in read]
+    assert reasons == ["malformed_json", "unknown_type", "bad_encoding"]
