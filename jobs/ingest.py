@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from pyflink.common import Types
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
@@ -34,6 +35,7 @@ from jobs.preflight import preflight
 from sinks.clickhouse import ClickHouseBatchWriter, ClickHouseSettings
 from sinks.dead_letter_topic import DeadLetterPublisher
 from tidemark.config import Config, ConfigError, load_config
+from udfs.connector_records import ConnectorRecordValidator
 from udfs.kafka_reader import (
     DEAD_LETTERS_TABLE,
     READER_OUTPUT_TYPE,
@@ -100,8 +102,58 @@ def tick_stream(t_env: StreamTableEnvironment, cfg: Config) -> DataStream:
     )
 
 
+def connector_source_ddl(cfg: Config) -> str:
+    """DDL of a table over Flink's SQL Kafka connector, with the record position as metadata."""
+    start = cfg.kafka.start_from
+    if start == "earliest":
+        startup = "'scan.startup.mode' = 'earliest-offset'"
+    elif start == "latest":
+        startup = "'scan.startup.mode' = 'latest-offset'"
+    else:
+        millis = start.removeprefix("timestamp:")
+        startup = f"'scan.startup.mode' = 'timestamp', 'scan.startup.timestamp-millis' = '{millis}'"
+    return f"""
+        CREATE TEMPORARY TABLE tidemark_kafka (
+          `value` BYTES,
+          `partition` INT METADATA VIRTUAL,
+          `offset` BIGINT METADATA VIRTUAL,
+          `ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL
+        ) WITH (
+          'connector' = 'kafka',
+          'topic' = '{cfg.kafka.topic}',
+          'properties.bootstrap.servers' = '{cfg.kafka_bootstrap}',
+          'properties.max.poll.records' = '{cfg.kafka.max_poll_records}',
+          'scan.topic-partition-discovery.interval' = '{cfg.kafka.partition_discovery_seconds} s',
+          {startup},
+          'format' = 'raw'
+        )"""
+
+
+def connector_records(t_env: StreamTableEnvironment, cfg: Config) -> DataStream:
+    """Validated records read by Flink's own Kafka connector (the operator supplied its jar)."""
+    jar = Path(cfg.kafka.connector_jar).resolve().as_uri()
+    t_env.get_config().set("pipeline.jars", jar)
+    t_env.execute_sql(connector_source_ddl(cfg))
+    positioned = t_env.sql_query("SELECT `value`, `partition`, `offset`, ts FROM tidemark_kafka")
+    return (
+        t_env.to_data_stream(positioned)
+        .map(
+            ConnectorRecordValidator(cfg.kafka.topic, reader_settings(cfg).limits),
+            output_type=READER_OUTPUT_TYPE,
+        )
+        .uid("kafka-validate")
+        .name("validate, to row")
+    )
+
+
 def kafka_records(t_env: StreamTableEnvironment, cfg: Config) -> DataStream:
-    """Validated records read from Kafka in Python: (target, dedup_key, line) per record."""
+    """Validated records from Kafka: (target, dedup_key, line) per record.
+
+    Read by the Python reader, or by Flink's own Kafka connector when `kafka.connector_jar`
+    names its jar (flink-sql-connector-kafka-*.jar, not obtainable on these machines).
+    """
+    if cfg.kafka.connector_jar:
+        return connector_records(t_env, cfg)
     return (
         tick_stream(t_env, cfg)
         .key_by(lambda tick: tick[0], key_type=Types.INT())

@@ -61,6 +61,15 @@ class ReaderSettings:
     limits: ValidationLimits
 
 
+def to_output_row(value: bytes, meta: SourceMeta, limits: ValidationLimits, now_ms: int) -> Row:
+    """Validate one Kafka record and shape it as the reader's output row."""
+    result = validate(value, meta, limits, now_ms)
+    line = orjson.dumps(result.row).decode()
+    if isinstance(result, Accepted):
+        return Row(result.table, f"{result.tenant_id}{KEY_SEPARATOR}{result.message_id}", line)
+    return Row(DEAD_LETTERS_TABLE, "", line)
+
+
 def partitions_of_slot(partitions: set[int], slot: int, slots: int) -> set[int]:
     """The partitions one reader slot owns: a fixed rule, so a restore never moves them."""
     return {p for p in partitions if p % slots == slot}
@@ -218,20 +227,14 @@ class KafkaReaderFunction(KeyedProcessFunction):
         batches = consumer.poll()
         limits = self.settings.limits
         now_ms = int(time.time() * 1000)
-        dumps = orjson.dumps
         polled = dead = 0
         for tp, records in batches.items():
             topic, partition = tp.topic, tp.partition
             for record in records:
                 meta = SourceMeta(topic, partition, record.offset, record.timestamp)
-                result = validate(record.value or b"", meta, limits, now_ms)
-                line = dumps(result.row).decode()
-                if isinstance(result, Accepted):
-                    key = f"{result.tenant_id}{KEY_SEPARATOR}{result.message_id}"
-                    yield Row(result.table, key, line)
-                else:
-                    dead += 1
-                    yield Row(DEAD_LETTERS_TABLE, "", line)
+                row = to_output_row(record.value or b"", meta, limits, now_ms)
+                dead += row[0] == DEAD_LETTERS_TABLE
+                yield row
             self.offsets.put(partition, records[-1].offset + 1)
             polled += len(records)
         if polled:
