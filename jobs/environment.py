@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 from pyflink.common import Configuration
 from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.table import StreamTableEnvironment
 from ruamel.yaml import YAML
 
-from tidemark.config import REPO_ROOT, Config, ConfigError, flatten_flink_yaml
+from tidemark.config import REPO_ROOT, Config, ConfigError, flatten_flink_yaml, flink_text
 
 FLINK_CONFIG_PATH = REPO_ROOT / "flink-conf" / "config.yaml"
 
@@ -33,22 +32,13 @@ JOB_LEVEL_PREFIXES = (
 )
 
 
-def flink_value(value: Any) -> str:
-    """A YAML value as Flink's string form (booleans lower-case, lists `;`-joined)."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, list):
-        return ";".join(str(v) for v in value)
-    return str(value)
-
-
 def job_flink_settings(cfg: Config, flink_config_path: Path = FLINK_CONFIG_PATH) -> dict[str, str]:
     """The Flink keys a job sets: the repo file's job-level keys, defaults, then overrides."""
     tree = (
         YAML(typ="safe").load(flink_config_path.read_text()) if flink_config_path.is_file() else {}
     )
     settings = {
-        k: flink_value(v)
+        k: flink_text(v)
         for k, v in flatten_flink_yaml(tree or {}).items()
         if k.startswith(JOB_LEVEL_PREFIXES)
     }

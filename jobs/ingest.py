@@ -69,18 +69,7 @@ def reader_settings(cfg: Config) -> ReaderSettings:
 
 def clickhouse_settings(cfg: Config) -> ClickHouseSettings:
     """The sink's settings, resolved on the client."""
-    c = cfg.clickhouse
-    return ClickHouseSettings(
-        host=c.host,
-        port=cfg.clickhouse_port,
-        database=c.database,
-        username=c.username,
-        password=c.password,
-        connect_timeout_seconds=c.connect_timeout_seconds,
-        batch_max_rows=cfg.ingest.batch_max_rows,
-        insert_retries=cfg.ingest.insert_retries,
-        insert_backoff_max_seconds=cfg.ingest.insert_backoff_max_seconds,
-    )
+    return ClickHouseSettings.from_config(cfg)
 
 
 def tick_stream(t_env: StreamTableEnvironment, cfg: Config) -> DataStream:

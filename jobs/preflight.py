@@ -35,19 +35,14 @@ def check_kafka(cfg: Config, timeout_seconds: float = 5.0) -> None:
 
 def check_clickhouse(cfg: Config) -> None:
     """ClickHouse answers at the configured endpoint and the schema has been applied."""
-    import clickhouse_connect
     from clickhouse_connect.driver.exceptions import ClickHouseError
+
+    from tidemark.schema import connect
 
     c = cfg.clickhouse
     endpoint = f"http://{c.host}:{cfg.clickhouse_port}"
     try:
-        client = clickhouse_connect.get_client(
-            host=c.host,
-            port=cfg.clickhouse_port,
-            username=c.username,
-            password=c.password,
-            connect_timeout=c.connect_timeout_seconds,
-        )
+        client = connect(cfg)
     except (ClickHouseError, OSError, ValueError) as exc:
         raise ConfigError(
             f"clickhouse.host/clickhouse.port: no ClickHouse server answers at {endpoint} "

@@ -22,6 +22,7 @@ from pyflink.common import Row
 from pyflink.datastream import MapFunction, RuntimeContext
 
 from sinks.retry import retry_with_backoff
+from tidemark.config import Config
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,26 @@ class ClickHouseSettings:
     insert_backoff_max_seconds: int
 
 
-def connect(settings: ClickHouseSettings):  # -> clickhouse_connect Client
-    """A clickhouse-connect client for the configured endpoint and database."""
+    @classmethod
+    def from_config(cls, cfg: Config) -> ClickHouseSettings:
+        """The settings resolved from tidemark's configuration (on the client)."""
+        c = cfg.clickhouse
+        return cls(
+            host=c.host,
+            port=cfg.clickhouse_port,
+            database=c.database,
+            username=c.username,
+            password=c.password,
+            connect_timeout_seconds=c.connect_timeout_seconds,
+            batch_max_rows=cfg.ingest.batch_max_rows,
+            insert_retries=cfg.ingest.insert_retries,
+            insert_backoff_max_seconds=cfg.ingest.insert_backoff_max_seconds,
+        )
+
+
+def connect(settings: ClickHouseSettings, use_database: bool = True):  # -> clickhouse Client
+    """A clickhouse-connect client for the configured endpoint (and database, unless it may
+    not exist yet). No compression: the server is local, and lz4 costs the job's CPU."""
     import clickhouse_connect
 
     return clickhouse_connect.get_client(
@@ -48,9 +67,10 @@ def connect(settings: ClickHouseSettings):  # -> clickhouse_connect Client
         port=settings.port,
         username=settings.username,
         password=settings.password,
-        database=settings.database,
+        database=settings.database if use_database else None,
         connect_timeout=settings.connect_timeout_seconds,
         autogenerate_session_id=False,
+        compress=False,
     )
 
 

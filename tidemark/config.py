@@ -143,7 +143,7 @@ def flatten_flink_yaml(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]
     return flat
 
 
-def _flink_text(value: Any) -> str:
+def flink_text(value: Any) -> str:
     """A YAML value in Flink's string form (booleans lower-case, lists `;`-joined)."""
     if isinstance(value, bool):
         return str(value).lower()
@@ -258,7 +258,7 @@ def from_dict(raw: dict[str, Any], source_path: str = "") -> Config:
     if not isinstance(flink_raw, dict):
         raise ConfigError(f"flink: expected a mapping of Flink keys, got {flink_raw!r}")
     # Flink 2.x YAML may nest keys: flatten them, so a job gets dotted keys Flink understands.
-    flink = {str(k): _flink_text(v) for k, v in flatten_flink_yaml(flink_raw).items()}
+    flink = {str(k): flink_text(v) for k, v in flatten_flink_yaml(flink_raw).items()}
     cfg = Config(**sections, flink=flink, source_path=source_path)
     _check_ranges(cfg)
     return cfg

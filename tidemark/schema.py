@@ -61,16 +61,10 @@ def migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
 
 def connect(cfg: Config):
     """A ClickHouse client on the configured endpoint (no default database: it may not exist)."""
-    import clickhouse_connect
+    from sinks.clickhouse import ClickHouseSettings
+    from sinks.clickhouse import connect as clickhouse_client
 
-    c = cfg.clickhouse
-    return clickhouse_connect.get_client(
-        host=c.host,
-        port=cfg.clickhouse_port,
-        username=c.username,
-        password=c.password,
-        connect_timeout=c.connect_timeout_seconds,
-    )
+    return clickhouse_client(ClickHouseSettings.from_config(cfg), use_database=False)
 
 
 def applied_versions(client, database: str) -> dict[int, str]:
