@@ -166,25 +166,21 @@ def batches(t_env: StreamTableEnvironment, records: DataStream, cfg: Config) -> 
     t_env.create_temporary_view(
         "tidemark_parsed", with_proctime(t_env, records, ["target", "dedup_key", "line"])
     )
-    deduplicated = t_env.sql_query(
+    t_env.execute_sql(
         f"""
-        SELECT target, line FROM (
-          SELECT target, line,
+        CREATE TEMPORARY VIEW tidemark_rows AS
+        SELECT target, line, pt FROM (
+          SELECT target, line, pt,
                  ROW_NUMBER() OVER (PARTITION BY dedup_key ORDER BY pt ASC) AS rn
           FROM tidemark_parsed WHERE target <> '{DEAD_LETTERS_TABLE}')
         WHERE rn = 1
         UNION ALL
-        SELECT target, line FROM tidemark_parsed WHERE target = '{DEAD_LETTERS_TABLE}'
+        SELECT target, line, pt FROM tidemark_parsed WHERE target = '{DEAD_LETTERS_TABLE}'
         """
-    )
-    # The dedup output no longer carries a time attribute; a Java-only round trip adds a new one.
-    t_env.create_temporary_view(
-        "tidemark_rows",
-        with_proctime(t_env, t_env.to_data_stream(deduplicated), ["target", "line"]),
     )
     return t_env.sql_query(
         f"""
-        SELECT target, window_start, ARRAY_AGG(line) AS lines
+        SELECT target, window_start, ARRAY_JOIN(ARRAY_AGG(line), CHR(10)) AS body
         FROM TABLE(TUMBLE(TABLE tidemark_rows, DESCRIPTOR(pt),
                           INTERVAL '{cfg.ingest.batch_max_seconds}' SECOND))
         GROUP BY target, window_start, window_end
@@ -213,6 +209,7 @@ def build(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, cfg: C
     written = (
         t_env.to_data_stream(batches(t_env, records, cfg))
         .map(writer, output_type=Types.INT())
+        .start_new_chain()  # a slow insert must not stall the window operator
         .uid("clickhouse-writer")
         .name("clickhouse-writer: idempotent batch inserts")
     )

@@ -90,7 +90,7 @@ def dedup_token(table: str, window_start: object, index: int, body: bytes) -> st
 
 
 class ClickHouseBatchWriter(MapFunction):
-    """Insert each incoming (table, window_start, lines) batch; emit the rows written."""
+    """Insert each incoming (table, window_start, newline-joined rows) batch; emit the count."""
 
     def __init__(self, settings: ClickHouseSettings, dead_letter_publisher=None) -> None:
         self.settings = settings
@@ -128,7 +128,9 @@ class ClickHouseBatchWriter(MapFunction):
             self.inserts.inc()
 
     def map(self, value: Row) -> int:
-        table, window_start, lines = value[0], value[1], value[2]
+        # Java joined the window's rows into one string (ARRAY_JOIN): handing Python one
+        # string instead of a 10k-element array cut the GIL time of each batch several-fold.
+        table, window_start, lines = value[0], value[1], value[2].split("\n")
         if table == "dead_letters" and self.dead_letter_publisher is not None:
             self.dead_letter_publisher.publish(lines)
         self.insert_lines(table, window_start, lines)

@@ -191,7 +191,7 @@ def test_writes_every_line_in_chunks_of_batch_max_rows(
     writer, metrics = opened(open_writers, settings_for(cfg, batch_max_rows=5))
     lines = event_lines(23)
 
-    written = writer.map(Row("events", WINDOW, lines))
+    written = writer.map(Row("events", WINDOW, "\n".join(lines)))  # as ARRAY_JOIN hands it over
 
     assert written == 23
     assert metrics.counters["rows_written"].count == 23

@@ -52,7 +52,7 @@ class KafkaConfig:
     partitions: int = 4
     dead_letter_topic: str = "tidemark.dead-letters"
     start_from: str = "earliest"  # earliest | latest | timestamp:<epoch millis>
-    reader_slots: int = 4
+    reader_slots: int = 1
     idle_poll_interval_ms: int = 50
     max_poll_records: int = 5000
     poll_timeout_ms: int = 20
@@ -209,6 +209,11 @@ def _check_ranges(cfg: Config) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key}: must be positive, got {value}")
+    if cfg.kafka.reader_slots < cfg.ingest.parallelism:
+        raise ConfigError(
+            f"kafka.reader_slots: {cfg.kafka.reader_slots} is fewer than ingest.parallelism "
+            f"({cfg.ingest.parallelism}); some parallel readers would have no partitions"
+        )
     for key in ("kafka_port", "redis_port", "clickhouse_port", "flink_rest_port", "flink_rpc_port"):
         port = getattr(cfg.stack, key)
         if not 0 < port < 65536:

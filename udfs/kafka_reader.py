@@ -241,6 +241,6 @@ class KafkaReaderFunction(KeyedProcessFunction):
             self.records_in.inc(polled)
         if dead:
             self.dead_letters_out.inc(dead)
-        self.lag_by_slot[slot] = consumer.lag()
-        backlog = polled >= self.settings.max_poll_records
+        lag = self.lag_by_slot[slot] = consumer.lag()
+        backlog = polled >= self.settings.max_poll_records or lag > 0
         self._arm(ctx, 0 if backlog else self.settings.idle_poll_interval_ms)
