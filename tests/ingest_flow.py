@@ -132,9 +132,15 @@ def produce_all(case: IngestCase, rate: float = 0.0) -> None:
     produce(case.cfg, case.records, rate=rate)
 
 
-def start_job(case: IngestCase, extra_overrides: list[str] | None = None) -> str:
-    """Submit the ingest job with `flink run` and wait until its tasks run."""
-    job_id = submit(case.cfg, "ingest", extra_overrides=extra_overrides)
+def produce_range(case: IngestCase, start: int, stop: int) -> None:
+    produce(case.cfg, case.records[start:stop])
+
+
+def start_job(
+    case: IngestCase, extra_overrides: list[str] | None = None, savepoint: str | None = None
+) -> str:
+    """Submit the ingest job with `flink run` (from a savepoint if given); wait until it runs."""
+    job_id = submit(case.cfg, "ingest", extra_overrides=extra_overrides, savepoint=savepoint)
     flink_rest.wait_running(flink.rest_url(case.cfg), job_id, timeout=180)
     return job_id
 

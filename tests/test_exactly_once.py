@@ -101,3 +101,27 @@ def test_python_worker_killed_mid_stream(stack_cfg):
         ingest_flow.assert_exact(case)
     finally:
         flink_rest.cancel(url, job_id)
+
+
+def test_stop_with_savepoint_then_resume(stack_cfg):
+    """An operator's upgrade: stop with a savepoint mid-stream, resume from it with more input.
+
+    The second job is a new submission of the (re-packed) code; it must continue exactly where
+    the savepoint was taken: the reader's offsets and the dedup state both come back.
+    """
+    case = ingest_flow.new_case(stack_cfg, seed=41, count=60_000)
+    half = len(case.records) // 2
+    ingest_flow.produce_range(case, 0, half)
+    url = flink.rest_url(case.cfg)
+    first = ingest_flow.start_job(case)
+    wait_until(lambda: rows_so_far(case) >= half // 4, 180, "a quarter of the first half")
+    target = (case.cfg.state_dir / "flink" / "savepoints").as_uri()
+    savepoint = flink_rest.stop_with_savepoint(url, first, target)
+    assert flink_rest.job_state(url, first) == "FINISHED"
+    ingest_flow.produce_range(case, half, len(case.records))
+    second = ingest_flow.start_job(case, savepoint=savepoint)
+    try:
+        ingest_flow.wait_for_all_rows(case, second, timeout=300)
+        ingest_flow.assert_exact(case)
+    finally:
+        flink_rest.cancel(url, second)

@@ -129,8 +129,13 @@ def stop_with_savepoint(base_url: str, job_id: str, target_dir: str, timeout: fl
         result = call(base_url, f"/jobs/{job_id}/savepoints/{trigger}")
         if result["status"]["id"] == "COMPLETED":
             operation = result.get("operation", {})
-            if "location" in operation:
-                return operation["location"]
-            raise FlinkRestError(f"savepoint failed: {operation.get('failure-cause')}")
+            if "location" not in operation:
+                raise FlinkRestError(f"savepoint failed: {operation.get('failure-cause')}")
+            # like `flink stop`, return once the job has stopped, not just once it was saved
+            while job_state(base_url, job_id) not in TERMINAL_STATES:
+                if time.monotonic() > deadline:
+                    raise FlinkRestError(f"job {job_id} saved but not stopped in {timeout:.0f}s")
+                time.sleep(0.2)
+            return operation["location"]
         time.sleep(0.5)
     raise FlinkRestError(f"savepoint of job {job_id} not done within {timeout:.0f}s")

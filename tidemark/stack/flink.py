@@ -102,6 +102,9 @@ def cluster_settings(cfg: Config) -> dict[str, Any]:
         "io.tmp.dirs": str(data / "tmp"),
         "web.tmpdir": str(data / "web"),
         "env.log.dir": str(log_dir(cfg)),
+        # a JVM crash report goes with the logs, not into whatever directory `up` ran from
+        "env.java.opts.jobmanager": f"-XX:ErrorFile={log_dir(cfg)}/hs_err_pid%p.log",
+        "env.java.opts.taskmanager": f"-XX:ErrorFile={log_dir(cfg)}/hs_err_pid%p.log",
         "env.pid.dir": str(pid_dir(cfg)),
     }
 
