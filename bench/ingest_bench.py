@@ -39,6 +39,7 @@ import platform
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -52,7 +53,7 @@ from typing import Any
 from jobs.environment import job_flink_settings
 from tests.support import stack_overrides
 from tidemark import flink_rest, schema, topics
-from tidemark.config import Config, load_config
+from tidemark.config import REPO_ROOT, Config, load_config
 from tidemark.demo import TABLES, Expected
 from tidemark.gen import DEFAULT_EVENTS_PER_SECOND, DEFAULT_START_MS, generate
 from tidemark.produce import ProduceReport, produce
@@ -204,7 +205,8 @@ class ResourceSampler(threading.Thread):
                 if not status:
                     continue
                 rss += kib_field(status, "VmRSS")
-                self.hwm[pid] = kib_field(status, "VmHWM")
+                # max(): an exiting (zombie) process has no Vm* lines left to read
+                self.hwm[pid] = max(self.hwm.get(pid, 0), kib_field(status, "VmHWM"))
                 cpu = cpu_seconds(pid)
                 if cpu is not None:
                     self.cpu_first.setdefault(pid, cpu)
@@ -477,6 +479,23 @@ def checkpoint_stats(url: str, job_id: str) -> dict[str, Any]:
     }
 
 
+def root_cause(stacktrace: str) -> str:
+    """The innermost `Caused by:` line of a Java stack trace (or its first line)."""
+    lines = [line.strip() for line in stacktrace.splitlines() if line.strip()]
+    causes = [line.removeprefix("Caused by: ") for line in lines if line.startswith("Caused by")]
+    return (causes[-1] if causes else lines[0] if lines else "no exception recorded")[:200]
+
+
+def latest_failure(url: str, job_id: str) -> str:
+    """Root cause of the job's latest failure, from the full stack trace in REST's exception
+    history (flink_rest.exceptions keeps only the first lines, before any `Caused by`)."""
+    try:
+        entries = flink_rest.call(url, f"/jobs/{job_id}/exceptions")["exceptionHistory"]["entries"]
+    except (flink_rest.FlinkRestError, KeyError, TypeError):
+        return "unknown (no exception history)"
+    return root_cause(entries[0].get("stacktrace", "")) if entries else "no exception recorded"
+
+
 def flink_log_findings(cfg: Config, limit: int = 8) -> dict[str, Any]:
     """ERROR/WARN counts and the distinct ERROR lines of the private cluster's logs."""
     errors: list[str] = []
@@ -552,11 +571,38 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+#: What decides the job's behaviour: the code shipped with it and the settings files.
+CODE_PATHS = ("jobs", "udfs", "sinks", "tidemark", "flink-conf")
+
+
+def code_version() -> dict[str, Any]:
+    """The commit the job was built from, and any uncommitted change to the job's code.
+
+    Why: the job archive is zipped from the working tree at submit time, and that tree moves
+    while people work; a number is only comparable with another from the same code.
+    """
+    repo = str(REPO_ROOT)
+
+    def git(*argv: str) -> str:
+        result = subprocess.run(
+            ["git", "-C", repo, *argv], capture_output=True, text=True, timeout=10, check=False
+        )
+        return result.stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", *CODE_PATHS).splitlines()
+    return {
+        "commit": git("rev-parse", "--short", "HEAD") or "unknown",
+        "subject": git("log", "-1", "--format=%s")[:80],
+        "uncommitted_job_changes": [line[3:] for line in dirty],
+    }
+
+
 def config_info(cfg: Config) -> dict[str, Any]:
     """The settings that shape ingest performance, as the job resolves them."""
     settings = job_flink_settings(cfg)
     mode = settings.get("python.execution-mode", "thread")
     return {
+        "code": code_version(),
         "parallelism": cfg.ingest.parallelism,
         "python_execution_mode": mode,
         "python_bundle_time_ms": settings.get("python.fn-execution.bundle.time", "(default)"),
@@ -852,6 +898,13 @@ def run(args: argparse.Namespace) -> Report:
                     for v in detail.get("vertices", [])
                 ],
             )
+            if report.job["restarts"]:
+                cause = latest_failure(url, job_id)
+                report.job["failure"] = cause
+                report.notes.append(
+                    f"the job restarted {report.job['restarts']}x during the run "
+                    f"(it recovered; the times include the restart): {cause}"
+                )
         except Exception as exc:
             report.errors.append(f"{type(exc).__name__}: {exc}")
             log(f"FAILED: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
@@ -909,6 +962,8 @@ def fmt(value: Any, unit: str = "") -> str:
 
 def _header(report: Report) -> list[str]:
     m, c = report.machine, report.config
+    code = c.get("code", {})
+    dirty = code.get("uncommitted_job_changes", [])
     load = ", ".join(f"{x:.2f}" for x in m["loadavg_at_start"])
     where = (
         "Python runs inside the TaskManager JVM"
@@ -922,6 +977,8 @@ def _header(report: Report) -> list[str]:
         f"{m['memory_total_gib']} GiB RAM, {m['cpu_model'] or 'cpu ?'}",
         f"         load avg at start {load}; Python {m['python']}, "
         f"apache-flink {m['apache_flink']}, chDB {m['chdb']}",
+        f"code     {code.get('commit')} {code.get('subject')}"
+        + (f" + uncommitted: {', '.join(dirty)[:60]}" if dirty else ""),
         f"config   parallelism {c.get('parallelism')}, "
         f"python.execution-mode {c.get('python_execution_mode')} ({where})",
         f"         python bundle.time {c.get('python_bundle_time_ms')} ms, "

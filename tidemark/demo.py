@@ -60,7 +60,8 @@ def generate_stream(seed: int, count: int) -> tuple[list[tuple[bytes, bytes]], E
     """The records to produce, and the counts they must yield (from generator truth)."""
     records, events, costs, dead = [], 0, 0, 0
     for record in generate(seed=seed, count=count):
-        records.append((record.key, record.value))
+        # bytes(): orjson's results over-allocate (~4 KiB each); an exact copy keeps 200k small
+        records.append((record.key, bytes(memoryview(record.value))))
         truth = record.truth
         if not truth.valid:
             dead += 1
