@@ -35,6 +35,7 @@ JOBMANAGER_CLASS = "org.apache.flink.runtime.entrypoint.StandaloneSessionCluster
 TASKMANAGER_CLASS = "org.apache.flink.runtime.taskexecutor.TaskManagerRunner"
 START_TIMEOUT = 120.0  # seconds; ~15 s is usual, two cores starting several JVMs can be slow
 STOP_GRACE = 10.0
+JVM_APPEAR_GRACE = 15.0  # seconds a daemon script's forked JVM may take to show up
 JAVA_HINT = "run `apt-get install -y openjdk-17-jre-headless` or set JAVA_HOME"
 # Environment a user may have set for another Flink: it would point the scripts elsewhere.
 # FLINK_ENV_JAVA_OPTS in particular REPLACES env.java.opts.all and breaks Java 17.
@@ -277,7 +278,13 @@ def _wait_for_taskmanagers(cfg: Config, known: set[str], count: int, running: in
     TaskManager until its heartbeat times out (~50 s), so a bare count can mislead.
     """
 
+    started = time.monotonic()
+
     def alive() -> bool:
+        # taskmanager.sh returns before its forked JVM exists: a JVM missing in the first
+        # seconds is still starting, not dead.
+        if time.monotonic() - started < JVM_APPEAR_GRACE:
+            return True
         return bool(jobmanager_pids(cfg)) and len(taskmanager_pids(cfg)) >= running
 
     outcome = process.wait_until(
