@@ -54,8 +54,7 @@ from jobs.environment import job_flink_settings
 from tests.support import stack_overrides
 from tidemark import flink_rest, schema, topics
 from tidemark.config import REPO_ROOT, Config, load_config
-from tidemark.demo import TABLES, Expected
-from tidemark.gen import DEFAULT_EVENTS_PER_SECOND, DEFAULT_START_MS, generate
+from tidemark.demo import TABLES, Expected, generate_stream
 from tidemark.produce import ProduceReport, produce
 from tidemark.run import submit
 from tidemark.stack import clickhouse, flink, kafka, process, redis
@@ -647,7 +646,7 @@ class BacklogProducer(threading.Thread):
 
     def run(self) -> None:
         try:
-            records, self.expected = generate_records(self.seed, self.count)
+            records, self.expected = generate_stream(self.seed, self.count)
             log(f"phase 1: producing {self.count:,} events (seed {self.seed}) before the job")
             self.produced = produce(self.cfg, records, total=len(records))
         except BaseException as exc:  # re-raised by result() in the main thread
@@ -734,7 +733,7 @@ def run_phase2(cfg: Config, args: argparse.Namespace, job_id: str, report: Repor
     """
     count = int(args.rate * args.steady_seconds)
     start_ms = now_ms() + 1000  # simulated clock ~ real clock: event times look live
-    records, expected = generate_records(args.seed + 1, count, start_ms, args.rate)
+    records, expected = generate_stream(args.seed + 1, count, start_ms, args.rate)
     want = expected_map(expected)
     client = schema.connect(cfg)
     try:
@@ -792,31 +791,6 @@ def run_phase2(cfg: Config, args: argparse.Namespace, job_id: str, report: Repor
         f"max {lat['max_ms']:.0f} ms"
     )
 
-
-def generate_records(
-    seed: int,
-    count: int,
-    start_ms: int = DEFAULT_START_MS,
-    rate: float = DEFAULT_EVENTS_PER_SECOND,
-) -> tuple[list[tuple[bytes, bytes]], Expected]:
-    """demo.generate_stream with a chosen simulated clock, holding compact copies of the values.
-
-    Why the clock: phase 2 measures a live stream, so its event times should track wall time
-    (the validator rejects events too far in the future; late events stay late by design).
-    Why copies: each value fresh from orjson.dumps keeps ~4 KiB of RSS alive (measured: 300k
-    kept values of ~570 B held 1.3 GB, their copies 265 MB), and a multi-GB benchmark process
-    would crowd the very components it measures.
-    """
-    records, events, costs, dead = [], 0, 0, 0
-    for record in generate(seed=seed, count=count, start_ms=start_ms, events_per_second=rate):
-        records.append((bytes(memoryview(record.key)), bytes(memoryview(record.value))))
-        truth = record.truth
-        if not truth.valid:
-            dead += 1
-        elif truth.duplicate_of is None:
-            events += truth.table == "events"
-            costs += truth.table == "cost_records"
-    return records, Expected(len(records), events, costs, dead)
 
 
 @contextlib.contextmanager

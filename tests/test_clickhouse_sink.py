@@ -89,14 +89,8 @@ def database(clickhouse_cfg: Config) -> Iterator[tuple[Config, Client]]:
 
 
 def settings_for(cfg: Config, batch_max_rows: int, insert_retries: int = 3) -> ClickHouseSettings:
-    c = cfg.clickhouse
-    return ClickHouseSettings(
-        host=c.host,
-        port=cfg.clickhouse_port,
-        database=c.database,
-        username=c.username,
-        password=c.password,
-        connect_timeout_seconds=c.connect_timeout_seconds,
+    return dataclasses.replace(
+        ClickHouseSettings.from_config(cfg),
         batch_max_rows=batch_max_rows,
         insert_retries=insert_retries,
         insert_backoff_max_seconds=1,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from tidemark import flink_rest, schema, topics
 from tidemark.config import Config, load_config
-from tidemark.gen import generate
+from tidemark.gen import DEFAULT_EVENTS_PER_SECOND, DEFAULT_START_MS, generate
 from tidemark.produce import produce
 from tidemark.run import submit
 from tidemark.stack import flink
@@ -56,12 +56,22 @@ def reset(cfg: Config) -> None:
         client.close()
 
 
-def generate_stream(seed: int, count: int) -> tuple[list[tuple[bytes, bytes]], Expected]:
-    """The records to produce, and the counts they must yield (from generator truth)."""
+def generate_stream(
+    seed: int,
+    count: int,
+    start_ms: int = DEFAULT_START_MS,
+    events_per_second: float = DEFAULT_EVENTS_PER_SECOND,
+) -> tuple[list[tuple[bytes, bytes]], Expected]:
+    """The records to produce, and the counts they must yield (from generator truth).
+
+    Values are copied: each fresh from orjson.dumps keeps ~4 KiB alive (measured: 300k kept
+    values of ~570 B held 1.3 GB, their copies 265 MB).
+    """
     records, events, costs, dead = [], 0, 0, 0
-    for record in generate(seed=seed, count=count):
-        # bytes(): orjson's results over-allocate (~4 KiB each); an exact copy keeps 200k small
-        records.append((record.key, bytes(memoryview(record.value))))
+    for record in generate(
+        seed=seed, count=count, start_ms=start_ms, events_per_second=events_per_second
+    ):
+        records.append((bytes(memoryview(record.key)), bytes(memoryview(record.value))))
         truth = record.truth
         if not truth.valid:
             dead += 1
