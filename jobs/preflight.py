@@ -14,23 +14,17 @@ REQUIRED_TABLES = ("events", "cost_records", "dead_letters")
 
 def check_kafka(cfg: Config, timeout_seconds: float = 5.0) -> None:
     """The broker answers a metadata request."""
-    from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
+    from tidemark.topics import admin_client, unreachable_broker
+
+    admin = admin_client(cfg, timeout_seconds, timeout_seconds, client_id="tidemark-preflight")
     try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=cfg.kafka_bootstrap.split(","),
-            request_timeout_ms=int(timeout_seconds * 1000),
-            bootstrap_timeout_ms=int(timeout_seconds * 1000),
-            client_id="tidemark-preflight",
-        )
         admin.list_topics()
-        admin.close()
     except (KafkaError, OSError, ValueError) as exc:
-        raise ConfigError(
-            f"kafka.bootstrap_servers: no Kafka broker answers at {cfg.kafka_bootstrap} "
-            f"({type(exc).__name__}: {exc})"
-        ) from exc
+        raise unreachable_broker(cfg, exc) from exc
+    finally:
+        admin.close()
 
 
 def check_clickhouse(cfg: Config) -> None:

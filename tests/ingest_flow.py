@@ -214,18 +214,6 @@ def assert_exact(case: IngestCase) -> None:
     assert max(want.events.values()) == 1 and max(got.events.values()) == 1
 
 
-def physical_duplicates(cfg: Config) -> int:
-    """Rows a replay wrote twice that ReplacingMergeTree has not merged away yet."""
-    db = cfg.clickhouse.database
-    c = client(cfg)
-    try:
-        raw = int(c.command(f"SELECT count() FROM {db}.events"))
-        final = int(c.command(f"SELECT count() FROM {db}.events FINAL"))
-        return raw - final
-    finally:
-        c.close()
-
-
 def diff(name: str, got: Counter, want: Counter) -> str:
     missing = want - got
     extra = got - want

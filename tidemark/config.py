@@ -117,10 +117,6 @@ class Config:
         path = Path(self.stack.state_dir)
         return path if path.is_absolute() else REPO_ROOT / path
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict form, used to ship the resolved config to a job as JSON."""
-        return dataclasses.asdict(self)
-
 
 _SECTIONS: dict[str, type] = {
     "stack": StackConfig,

@@ -93,12 +93,6 @@ def completed_checkpoints(base_url: str, job_id: str) -> int:
     return int(call(base_url, f"/jobs/{job_id}/checkpoints")["counts"]["completed"])
 
 
-def latest_checkpoint(base_url: str, job_id: str) -> dict[str, Any] | None:
-    """The latest completed checkpoint's summary (id, duration, size, path), if any."""
-    latest = call(base_url, f"/jobs/{job_id}/checkpoints").get("latest", {})
-    return latest.get("completed")
-
-
 def restarts(base_url: str, job_id: str) -> int:
     """How many times the job has restarted (failovers): Flink's `numRestarts` job metric."""
     metrics = call(base_url, f"/jobs/{job_id}/metrics?get=numRestarts")

@@ -23,22 +23,33 @@ class PartitionInfo:
     high_water: int
 
 
-def admin_client(cfg: Config):
-    """A Kafka admin client with short timeouts, so a dead broker fails fast."""
+def admin_client(
+    cfg: Config,
+    bootstrap_timeout_seconds: float = 5.0,
+    request_timeout_seconds: float = 10.0,
+    client_id: str = "tidemark-topics",
+):
+    """A Kafka admin client with short timeouts, so a dead broker fails fast, naming the key."""
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
     try:
         return KafkaAdminClient(
             bootstrap_servers=cfg.kafka_bootstrap.split(","),
-            request_timeout_ms=10_000,
-            bootstrap_timeout_ms=5_000,
-            client_id="tidemark-topics",
+            request_timeout_ms=int(request_timeout_seconds * 1000),
+            bootstrap_timeout_ms=int(bootstrap_timeout_seconds * 1000),
+            client_id=client_id,
         )
-    except (KafkaError, OSError) as exc:
-        raise ConfigError(
-            f"kafka.bootstrap_servers: no Kafka broker answers at {cfg.kafka_bootstrap} ({exc})"
-        ) from exc
+    except (KafkaError, OSError, ValueError) as exc:
+        raise unreachable_broker(cfg, exc) from exc
+
+
+def unreachable_broker(cfg: Config, exc: Exception) -> ConfigError:
+    """The error an operator sees when the configured broker does not answer."""
+    return ConfigError(
+        f"kafka.bootstrap_servers: no Kafka broker answers at {cfg.kafka_bootstrap} "
+        f"({type(exc).__name__}: {exc})"
+    )
 
 
 def ensure_topics(cfg: Config, partitions: int | None = None) -> list[str]:

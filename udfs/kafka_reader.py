@@ -5,9 +5,9 @@ the job reads Kafka from a keyed Python function. It is keyed by reader slot; pa
 belongs to slot `p % reader_slots`. Each slot drives itself with processing-time timers: a
 timer polls the slot's partitions once (at most max_poll_records), validates every record,
 emits the results, stores the next offset of each partition in keyed MapState and arms the
-next timer: at once when the poll came back full (a backlog), after the poll interval when
-it did not (near-zero CPU on an idle topic). A slow stream of "ticks" from Java's datagen
-only arms a slot's first timer (and re-arms one that went missing).
+next timer: at once while the slot is behind (a full poll, or lag left after it), after the
+poll interval when it is not (little CPU on an idle topic). A slow stream of "ticks" from
+Java's datagen only arms a slot's first timer (and re-arms one that went missing).
 
 Why this is exactly-once: timers fire on the task thread, between records and checkpoint
 barriers, and Flink finishes the Python bundle before it forwards a barrier; so the offsets
