@@ -1,4 +1,5 @@
-"""tidemark ingest job: Kafka -> validate -> dedup -> ClickHouse (+ dead letters).
+"""tidemark ingest job: Kafka -> validate -> dedup -> enrich + resolve identity -> ClickHouse
+and Redis (+ dead letters).
 
 Submit to a cluster the way operators do (`tidemark run ingest` builds this command):
 
@@ -14,13 +15,18 @@ each event once and everything stateful per event runs in Java):
          validate, to JSON row; read offsets in keyed state
       -> dedup on (tenant_id, message_id), keep first, state TTL = horizon (Flink SQL, Java)
       -> union with dead letters -> 1 s processing-time window collecting each table's rows
-         into one array (Flink SQL, Java)
+         into one string per (table, identity shard) (Flink SQL, Java)
+      -> ProfileStage (Python, keyed by shard, dimension changes broadcast to it from a second
+         reader on the changelog topic): enrich, resolve identities, attribute cost; state in
+         keyed MapState (ingest.profile_stage=false skips it)
       -> ClickHouseBatchWriter (Python): one idempotent insert per table per window
+      -> RedisProfileWriter (Python): versioned identity lookups and profile hashes
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -34,14 +40,18 @@ from jobs.environment import create_environment
 from jobs.preflight import preflight
 from sinks.clickhouse import ClickHouseBatchWriter, ClickHouseSettings
 from sinks.dead_letter_topic import DeadLetterPublisher
+from sinks.redis_profiles import TABLES as REDIS_TABLES
+from sinks.redis_profiles import RedisProfileWriter, RedisSettings
 from tidemark.config import Config, ConfigError, load_config
 from udfs.connector_records import ConnectorRecordValidator
 from udfs.kafka_reader import (
     DEAD_LETTERS_TABLE,
+    DIMENSION_CHANGES,
     READER_OUTPUT_TYPE,
     KafkaReaderFunction,
     ReaderSettings,
 )
+from udfs.profile_stage import BATCH_TYPE, CHANGES_DESCRIPTOR, ProfileStage, ProfileStageSettings
 from udfs.validation import ValidationLimits
 
 JOB_NAME = "tidemark-ingest"
@@ -72,13 +82,24 @@ def clickhouse_settings(cfg: Config) -> ClickHouseSettings:
     return ClickHouseSettings.from_config(cfg)
 
 
-def tick_stream(t_env: StreamTableEnvironment, cfg: Config) -> DataStream:
+def profile_stage_settings(cfg: Config) -> ProfileStageSettings:
+    """The profile stage's settings, resolved on the client."""
+    directory = cfg.dimensions_dir
+    return ProfileStageSettings(
+        dimensions_dir=str(directory) if directory else "",
+        identity_rules=dict(cfg.identity.rules),
+        cache_entries=cfg.identity.cache_entries,
+    )
+
+
+def tick_stream(
+    t_env: StreamTableEnvironment, slots: int, table: str = "tidemark_ticks"
+) -> DataStream:
     """A slow stream of reader-slot ticks from Java's datagen: each arms its slot's poll timer."""
-    slots = cfg.kafka.reader_slots
     rate = slots  # about one tick per slot per second: ticks only (re-)arm timers
     t_env.execute_sql(
         f"""
-        CREATE TEMPORARY TABLE tidemark_ticks (slot INT) WITH (
+        CREATE TEMPORARY TABLE {table} (slot INT) WITH (
           'connector' = 'datagen',
           'rows-per-second' = '{rate}',
           'fields.slot.kind' = 'random',  -- random: a sequence would end
@@ -86,9 +107,7 @@ def tick_stream(t_env: StreamTableEnvironment, cfg: Config) -> DataStream:
           'fields.slot.max' = '{slots - 1}'
         )"""
     )
-    return t_env.to_data_stream(
-        t_env.sql_query("SELECT slot FROM tidemark_ticks")
-    )
+    return t_env.to_data_stream(t_env.sql_query(f"SELECT slot FROM {table}"))
 
 
 def connector_source_ddl(cfg: Config) -> str:
@@ -144,11 +163,34 @@ def kafka_records(t_env: StreamTableEnvironment, cfg: Config) -> DataStream:
     if cfg.kafka.connector_jar:
         return connector_records(t_env, cfg)
     return (
-        tick_stream(t_env, cfg)
+        tick_stream(t_env, cfg.kafka.reader_slots)
         .key_by(lambda tick: tick[0], key_type=Types.INT())
         .process(KafkaReaderFunction(reader_settings(cfg)), output_type=READER_OUTPUT_TYPE)
         .uid("kafka-reader")
         .name("kafka-reader: poll, validate, to row")
+    )
+
+
+def dimension_changes(t_env: StreamTableEnvironment, cfg: Config) -> DataStream:
+    """Records of the dimension changelog topic: (dimension_changes | dead_letters, "", line).
+
+    One reader slot, polling gently: changes are rare, and every one is broadcast anyway.
+    """
+    settings = dataclasses.replace(
+        reader_settings(cfg),
+        topic=cfg.enrichment.changelog_topic,
+        reader_slots=1,
+        start_from="earliest",  # a dimension version is never stale: as-of lookups pick
+        idle_poll_interval_ms=cfg.enrichment.changelog_poll_interval_ms,
+        payload=DIMENSION_CHANGES,
+    )
+    return (
+        tick_stream(t_env, 1, "tidemark_changelog_ticks")
+        .key_by(lambda tick: tick[0], key_type=Types.INT())
+        .process(KafkaReaderFunction(settings), output_type=READER_OUTPUT_TYPE)
+        .set_parallelism(1)
+        .uid("dimension-changelog-reader")
+        .name("dimension-changelog-reader")
     )
 
 
@@ -161,7 +203,12 @@ def with_proctime(t_env: StreamTableEnvironment, stream: DataStream, columns: li
 
 
 def batches(t_env: StreamTableEnvironment, records: DataStream, cfg: Config) -> Table:
-    """Dedup accepted rows, union dead letters, and collect each table's rows per window."""
+    """Dedup accepted rows, union dead letters, and collect each table's rows per window.
+
+    One batch per (table, shard): tenants hash to `identity.shards` shards (Java's
+    String.hashCode, stable across runs), the key of the profile stage's state.
+    """
+    shards = cfg.identity.shards
     t_env.get_config().set("table.exec.state.ttl", f"{cfg.ingest.dedup_horizon_seconds} s")
     t_env.create_temporary_view(
         "tidemark_parsed", with_proctime(t_env, records, ["target", "dedup_key", "line"])
@@ -169,34 +216,61 @@ def batches(t_env: StreamTableEnvironment, records: DataStream, cfg: Config) -> 
     t_env.execute_sql(
         f"""
         CREATE TEMPORARY VIEW tidemark_rows AS
-        SELECT target, line, pt FROM (
+        SELECT target, line, pt, shard FROM (
           SELECT target, line, pt,
+                 MOD(ABS(HASH_CODE(SPLIT_INDEX(dedup_key, CHR(31), 0))), {shards}) AS shard,
                  ROW_NUMBER() OVER (PARTITION BY dedup_key ORDER BY pt ASC) AS rn
           FROM tidemark_parsed WHERE target <> '{DEAD_LETTERS_TABLE}')
         WHERE rn = 1
         UNION ALL
-        SELECT target, line, pt FROM tidemark_parsed WHERE target = '{DEAD_LETTERS_TABLE}'
+        SELECT target, line, pt, 0 AS shard
+        FROM tidemark_parsed WHERE target = '{DEAD_LETTERS_TABLE}'
         """
     )
     return t_env.sql_query(
         f"""
-        SELECT target, window_start, ARRAY_JOIN(ARRAY_AGG(line), CHR(10)) AS body
+        SELECT target, CAST(window_start AS STRING) AS window_start,
+               ARRAY_JOIN(ARRAY_AGG(line), CHR(10)) AS body, shard
         FROM TABLE(TUMBLE(TABLE tidemark_rows, DESCRIPTOR(pt),
                           INTERVAL '{cfg.ingest.batch_max_seconds}' SECOND))
-        GROUP BY target, window_start, window_end
+        GROUP BY target, shard, window_start, window_end
         """
     )
 
 
-def discard(stream: DataStream) -> None:
+def discard(stream: DataStream, uid: str) -> None:
     """End a branch whose work is done in its last function (Flink needs a sink)."""
     j_sink = get_gateway().jvm.org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink()
-    stream.sink_to(Sink(j_sink)).uid("discard").name("discard")
+    stream.sink_to(Sink(j_sink)).uid(uid).name(uid)
+
+
+def profiled(batched: DataStream, changes: DataStream, cfg: Config) -> DataStream:
+    """Send the batches through the profile stage (dead letters pass through it unchanged)."""
+    broadcast = (
+        changes.filter(lambda r: r[0] == DIMENSION_CHANGES)
+        .set_parallelism(1)
+        .uid("valid-dimension-changes")
+        .broadcast(CHANGES_DESCRIPTOR)
+    )
+    return (
+        batched.key_by(lambda b: b[3], key_type=Types.INT())
+        .connect(broadcast)
+        .process(ProfileStage(profile_stage_settings(cfg)), output_type=BATCH_TYPE)
+        .uid("profile-stage")
+        .name("profile-stage: enrich, resolve identity, attribute cost")
+    )
 
 
 def build(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, cfg: Config) -> None:
     """Wire the ingest graph onto `env`."""
     records = kafka_records(t_env, cfg)
+    changes = dimension_changes(t_env, cfg) if cfg.ingest.profile_stage else None
+    if changes is not None:  # a malformed dimension change is dead-lettered like any record
+        records = records.union(
+            changes.filter(lambda r: r[0] == DEAD_LETTERS_TABLE)
+            .set_parallelism(1)
+            .uid("invalid-dimension-changes")
+        )
     writer = ClickHouseBatchWriter(
         clickhouse_settings(cfg),
         DeadLetterPublisher(
@@ -206,14 +280,25 @@ def build(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, cfg: C
             max_backoff_seconds=cfg.ingest.insert_backoff_max_seconds,
         ),
     )
+    batched = t_env.to_data_stream(batches(t_env, records, cfg))
+    if changes is not None:
+        batched = profiled(batched, changes, cfg)
     written = (
-        t_env.to_data_stream(batches(t_env, records, cfg))
-        .map(writer, output_type=Types.INT())
+        batched.map(writer, output_type=Types.INT())
         .start_new_chain()  # a slow insert must not stall the window operator
         .uid("clickhouse-writer")
         .name("clickhouse-writer: idempotent batch inserts")
     )
-    discard(written)
+    discard(written, "discard")
+    if changes is not None:
+        redis_written = (
+            batched.filter(lambda b: b[0] in REDIS_TABLES)
+            .uid("identity-batches")
+            .map(RedisProfileWriter(RedisSettings.from_config(cfg)), output_type=Types.INT())
+            .uid("redis-writer")
+            .name("redis-writer: versioned identity lookups and profiles")
+        )
+        discard(redis_written, "discard-redis")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

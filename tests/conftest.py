@@ -2,6 +2,7 @@
 
 - `kafka_cfg`: a Tansu broker alone (seconds), for reader, topic and producer tests;
 - `clickhouse_cfg`: the chDB-backed ClickHouse HTTP server alone, schema applied;
+- `redis_cfg`: a Redis server alone, for the Redis sink's tests;
 - `stack_cfg`: the whole local stack with two TaskManagers (a killed one fails over to the
   other), shared by the end-to-end and failure tests of one session.
 """
@@ -15,7 +16,7 @@ import pytest
 from tests.support import stack_overrides
 from tidemark import schema
 from tidemark.config import Config, load_config
-from tidemark.stack import clickhouse, kafka
+from tidemark.stack import clickhouse, kafka, redis
 from tidemark.stack.commands import start_stack, stop_stack
 
 
@@ -36,6 +37,15 @@ def clickhouse_cfg(tmp_path_factory) -> Iterator[Config]:
     schema.apply(cfg)
     yield cfg
     clickhouse.stop(cfg)
+
+
+@pytest.fixture(scope="session")
+def redis_cfg(tmp_path_factory) -> Iterator[Config]:
+    """Settings pointing at a fresh Redis server."""
+    cfg = load_config(overrides=stack_overrides(tmp_path_factory.mktemp("redis-stack")))
+    redis.start(cfg)
+    yield cfg
+    redis.stop(cfg)
 
 
 @pytest.fixture(scope="session")

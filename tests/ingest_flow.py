@@ -94,9 +94,13 @@ class IngestCase:
     cfg: Config
     records: list[tuple[bytes, bytes]]
     expected: Expected
+    #: per record, in produce order: ((tenant_id, message_id), value, valid) from the truth
+    truths: list[tuple[tuple[str, str], bytes, bool]]
 
 
-def new_case(stack_cfg: Config, seed: int, count: int) -> IngestCase:
+def new_case(
+    stack_cfg: Config, seed: int, count: int, extra_overrides: list[str] | None = None
+) -> IngestCase:
     """Fresh topics and database for one test, and the generated stream with its expectation."""
     name = f"t{uuid.uuid4().hex[:8]}"
     cfg = load_config(
@@ -105,7 +109,10 @@ def new_case(stack_cfg: Config, seed: int, count: int) -> IngestCase:
             *stack_cfg.overrides,
             f"kafka.topic={name}.events",
             f"kafka.dead_letter_topic={name}.dead-letters",
+            f"enrichment.changelog_topic={name}.dimensions",
             f"clickhouse.database={name}",
+            f"redis.key_prefix={name}",
+            *(extra_overrides or []),
         ],
     )
     schema.apply(cfg)
@@ -114,9 +121,11 @@ def new_case(stack_cfg: Config, seed: int, count: int) -> IngestCase:
     events: Counter = Counter()
     costs: Counter = Counter()
     dead: Counter = Counter()
+    truths: list[tuple[tuple[str, str], bytes, bool]] = []
     for record in generate(seed=seed, count=count):
         records.append((record.key, record.value))
         truth = record.truth
+        truths.append(((truth.tenant_id, truth.message_id), record.value, truth.valid))
         if not truth.valid:
             dead[record.value] += 1
         elif truth.duplicate_of is None:
@@ -125,7 +134,7 @@ def new_case(stack_cfg: Config, seed: int, count: int) -> IngestCase:
                 costs[expected_cost(doc)] += 1
             else:
                 events[expected_event(doc)] += 1
-    return IngestCase(cfg, records, Expected(events, costs, dead))
+    return IngestCase(cfg, records, Expected(events, costs, dead), truths)
 
 
 def produce_all(case: IngestCase, rate: float = 0.0) -> None:

@@ -1,6 +1,6 @@
 """tidemark.schema against the real ClickHouse engine (the chDB HTTP server of the fixtures).
 
-Proves that `apply` creates the three tables and their *_current views and records each
+Proves that `apply` creates the tables and their *_current views and records each
 migration's version and checksum; that applying again applies nothing; that a migration edited
 after it was applied, a malformed file name, a repeated version or a bad database name fail with
 a ConfigError naming the file or key; that the validator's rows have exactly the tables' columns
@@ -25,10 +25,18 @@ from clickhouse_connect.driver.client import Client
 
 from tidemark import schema
 from tidemark.config import Config, ConfigError
+from udfs.enrichment import ENRICHED_COLUMNS
 from udfs.validation import Accepted, Rejected, SourceMeta, ValidationLimits, validate
 
-TABLES = ("events", "cost_records", "dead_letters")
-VIEWS = ("events_current", "cost_records_current", "dead_letters_current")
+TABLES = (
+    "events", "cost_records", "dead_letters", "profiles", "identity_links", "identity_merges",
+    "profile_aliases", "cost_allocations",
+)  # fmt: skip
+VIEWS = (
+    "events_current", "cost_records_current", "dead_letters_current", "profiles_current",
+    "identity_links_current", "identity_merges_current", "cost_allocations_current",
+    "events_resolved",
+)  # fmt: skip
 NOW_MS = 1_793_491_260_000  # 2026-11-01 00:01:00 UTC
 PRODUCED_MS = 1_793_491_200_500  # 2026-11-01 00:00:00.500 UTC
 
@@ -74,7 +82,7 @@ def test_apply_creates_tables_views_and_records_versions(fresh: Config, client: 
     applied = schema.apply(fresh)
 
     files = schema.migrations()
-    assert [m.version for m in applied] == [1, 2, 3] == [m.version for m in files]
+    assert [m.version for m in applied] == [1, 2, 3, 4, 5] == [m.version for m in files]
     engines = tables_of(client, database)
     for table in TABLES:
         assert engines[table] == "ReplacingMergeTree", table
@@ -96,7 +104,9 @@ def test_second_apply_applies_nothing(fresh: Config, client: Client) -> None:
     assert schema.apply(fresh) == []
 
     # Nothing recorded twice, and the tables (with their rows) were left alone.
-    assert client.command(f"SELECT count() FROM {database}.schema_migrations") == 3
+    assert client.command(f"SELECT count() FROM {database}.schema_migrations") == len(
+        schema.migrations()
+    )
     assert client.command(f"SELECT raw FROM {database}.dead_letters") == "kept"
 
 
@@ -105,13 +115,13 @@ def test_migration_changed_after_apply_fails_naming_the_file(
 ) -> None:
     directory = tmp_path / "migrations"
     shutil.copytree(schema.MIGRATIONS_DIR, directory)
-    assert len(schema.apply(fresh, directory)) == 3
+    assert len(schema.apply(fresh, directory)) == len(schema.migrations())
 
     # A new migration is how a change ships: it is applied, the others are skipped.
-    (directory / "004_extra.sql").write_text(
+    (directory / "999_extra.sql").write_text(
         "CREATE TABLE IF NOT EXISTS {database}.extra (x UInt8) ENGINE = MergeTree ORDER BY x;\n"
     )
-    assert [m.path.name for m in schema.apply(fresh, directory)] == ["004_extra.sql"]
+    assert [m.path.name for m in schema.apply(fresh, directory)] == ["999_extra.sql"]
     assert "extra" in tables_of(client, fresh.clickhouse.database)
 
     edited = directory / "002_cost_records.sql"
@@ -221,8 +231,10 @@ def test_validator_rows_land_exactly(fresh: Config, client: Client) -> None:
     assert isinstance(credit, Accepted), credit
     assert isinstance(broken, Rejected) and isinstance(binary, Rejected)
 
-    # The rows carry exactly the tables' columns, less the one each table fills itself.
-    assert set(track.row) == column_names(client, database, "events") - {"ingested_at"}
+    # The rows carry exactly the tables' columns, less the one each table fills itself and
+    # those the profile stage adds (udfs/profile_stage.py).
+    added = {"ingested_at", "profile_id", *ENRICHED_COLUMNS}
+    assert set(track.row) == column_names(client, database, "events") - added
     assert set(cost.row) == column_names(client, database, "cost_records") - {"ingested_at"}
     assert set(broken.row) == column_names(client, database, "dead_letters") - {"dead_at"}
 

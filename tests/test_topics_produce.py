@@ -37,7 +37,8 @@ def cfg(kafka_cfg: Config) -> Config:
     kafka = dataclasses.replace(
         kafka_cfg.kafka, topic=f"t.src.{suffix}", dead_letter_topic=f"t.dlq.{suffix}"
     )
-    return dataclasses.replace(kafka_cfg, kafka=kafka)
+    enrichment = dataclasses.replace(kafka_cfg.enrichment, changelog_topic=f"t.dim.{suffix}")
+    return dataclasses.replace(kafka_cfg, kafka=kafka, enrichment=enrichment)
 
 
 @pytest.fixture
@@ -69,13 +70,14 @@ def read_all(cfg: Config, topic: str, expected: int, timeout: float = 10.0) -> l
         consumer.close()
 
 
-def test_ensure_topics_creates_both_and_is_idempotent(cfg: Config, admin: KafkaAdminClient) -> None:
+def test_ensure_topics_creates_all_and_is_idempotent(cfg: Config, admin: KafkaAdminClient) -> None:
     source, dead = cfg.kafka.topic, cfg.kafka.dead_letter_topic
+    changelog = cfg.enrichment.changelog_topic
     assert source not in admin.list_topics()
 
-    assert ensure_topics(cfg, partitions=3) == [source, dead]
+    assert ensure_topics(cfg, partitions=3) == [source, dead, changelog]
 
-    assert {source, dead} <= set(admin.list_topics())
+    assert {source, dead, changelog} <= set(admin.list_topics())
     assert [p.partition for p in describe_topic(cfg, source)] == [0, 1, 2]
     assert [p.partition for p in describe_topic(cfg, dead)] == [0]
     # Again: nothing created, nothing changed (not even with another partition count).

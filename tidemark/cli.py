@@ -16,7 +16,8 @@ from tidemark.config import ConfigError
 COMMAND_MODULES = (
     "tidemark.stack.commands",  # stack up | down | status
     "tidemark.topics",  # topics create | describe
-    "tidemark.gen",  # gen
+    "tidemark.gen",
+    "tidemark.gen_dimensions",  # gen
     "tidemark.produce",  # produce
     "tidemark.schema",  # schema apply | status
     "tidemark.run",  # run (submit a job), jobs (list, cancel, stop with savepoint)

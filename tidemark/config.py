@@ -87,6 +87,42 @@ class IngestConfig:
     insert_retries: int = 8
     insert_backoff_max_seconds: int = 30
     parallelism: int = 1
+    profile_stage: bool = True  # enrichment + identity resolution between dedup and the sinks
+
+
+@dataclass(frozen=True)
+class EnrichmentConfig:
+    """Where dimension data comes from: files at start, then a Kafka changelog topic."""
+
+    dimensions_dir: str = ""  # products/accounts/campaigns/attribution_rules .csv|.parquet
+    changelog_topic: str = "tidemark.dimensions"
+    changelog_poll_interval_ms: int = 1000  # dimension changes are rare: poll gently
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    """Identity-resolution rules and how its state is sharded.
+
+    `rules` is passed to udfs.identity.IdentityRules.from_mapping (types, blocked values,
+    limits, caps); it is checked when the settings load.
+    """
+
+    shards: int = 1  # tenants hash to shards; one insert per table per shard per batch
+    cache_entries: int = 200_000  # identity state entries cached in each Python operator
+    rules: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    """The Redis that automations read (the local stack's by default)."""
+
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: the local stack's port
+    db: int = 0
+    key_prefix: str = "tm"
+    profile_ttl_seconds: int = 90 * 86_400
+    write_retries: int = 8
+    write_backoff_max_seconds: int = 30
 
 
 @dataclass(frozen=True)
@@ -97,6 +133,9 @@ class Config:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     clickhouse: ClickHouseConfig = field(default_factory=ClickHouseConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    enrichment: EnrichmentConfig = field(default_factory=EnrichmentConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
     flink: dict[str, str] = field(default_factory=dict)
     source_path: str = ""
     overrides: tuple[str, ...] = ()  # as given to load_config, so a job can be given the same
@@ -112,6 +151,19 @@ class Config:
         return self.clickhouse.port or self.stack.clickhouse_port
 
     @property
+    def redis_port(self) -> int:
+        """The Redis port, defaulting to the local stack's."""
+        return self.redis.port or self.stack.redis_port
+
+    @property
+    def dimensions_dir(self) -> Path | None:
+        """The dimension files' directory, absolute (relative paths hang off the repo)."""
+        if not self.enrichment.dimensions_dir:
+            return None
+        path = Path(self.enrichment.dimensions_dir)
+        return path if path.is_absolute() else REPO_ROOT / path
+
+    @property
     def state_dir(self) -> Path:
         """The local stack's state directory, absolute (relative paths hang off the repo)."""
         path = Path(self.stack.state_dir)
@@ -123,6 +175,9 @@ _SECTIONS: dict[str, type] = {
     "kafka": KafkaConfig,
     "clickhouse": ClickHouseConfig,
     "ingest": IngestConfig,
+    "enrichment": EnrichmentConfig,
+    "identity": IdentityConfig,
+    "redis": RedisConfig,
 }
 
 
@@ -161,6 +216,23 @@ def _coerce(key: str, value: Any, target: Any) -> Any:
             except ValueError:
                 pass
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if target is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if typing.get_origin(target) is dict:
+        if value is None:
+            return {}
+        if isinstance(value, str):  # an override: section.key={"yaml": "or json"}
+            try:
+                value = YAML(typ="safe").load(value)
+            except Exception as exc:  # ruamel raises several unrelated error types
+                raise ConfigError(f"{key}: not a valid mapping: {exc}") from exc
+        if isinstance(value, dict):
+            return dict(value)
+        raise ConfigError(f"{key}: expected a mapping, got {value!r}")
     if target is str:
         if value is None:
             return ""
@@ -200,6 +272,10 @@ def _check_ranges(cfg: Config) -> None:
         "ingest.max_event_bytes": cfg.ingest.max_event_bytes,
         "ingest.parallelism": cfg.ingest.parallelism,
         "stack.taskmanagers": cfg.stack.taskmanagers,
+        "enrichment.changelog_poll_interval_ms": cfg.enrichment.changelog_poll_interval_ms,
+        "identity.shards": cfg.identity.shards,
+        "identity.cache_entries": cfg.identity.cache_entries,
+        "redis.write_retries": cfg.redis.write_retries,
         "stack.taskmanager_slots": cfg.stack.taskmanager_slots,
     }
     for key, value in positive.items():
@@ -210,6 +286,12 @@ def _check_ranges(cfg: Config) -> None:
             f"kafka.reader_slots: {cfg.kafka.reader_slots} is fewer than ingest.parallelism "
             f"({cfg.ingest.parallelism}); some parallel readers would have no partitions"
         )
+    if cfg.redis.port and not 0 < cfg.redis.port < 65536:
+        raise ConfigError(f"redis.port: not a TCP port: {cfg.redis.port}")
+    directory = cfg.dimensions_dir
+    if directory is not None and not directory.is_dir():
+        raise ConfigError(f"enrichment.dimensions_dir: no such directory: {directory}")
+    _check_identity_rules(cfg.identity.rules)
     for key in ("kafka_port", "redis_port", "clickhouse_port", "flink_rest_port", "flink_rpc_port"):
         port = getattr(cfg.stack, key)
         if not 0 < port < 65536:
@@ -224,6 +306,17 @@ def _check_ranges(cfg: Config) -> None:
         )
     if cfg.kafka.connector_jar and not Path(cfg.kafka.connector_jar).is_file():
         raise ConfigError(f"kafka.connector_jar: no such file: {cfg.kafka.connector_jar}")
+
+
+def _check_identity_rules(rules: dict[str, Any]) -> None:
+    """Build the identity rules once on the client, so a bad rule fails before submission."""
+    from udfs.identity import IdentityRules
+
+    try:
+        IdentityRules.from_mapping(rules)
+    except ValueError as exc:
+        raise ConfigError(str(exc) if str(exc).startswith("identity.") else
+                          f"identity.rules: {exc}") from exc
 
 
 def _apply_override(raw: dict[str, Any], override: str) -> None:

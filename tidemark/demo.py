@@ -42,7 +42,8 @@ def reset(cfg: Config) -> None:
     admin = topics.admin_client(cfg)
     try:
         existing = set(admin.list_topics())
-        doomed = [t for t in (cfg.kafka.topic, cfg.kafka.dead_letter_topic) if t in existing]
+        names = (cfg.kafka.topic, cfg.kafka.dead_letter_topic, cfg.enrichment.changelog_topic)
+        doomed = [t for t in names if t in existing]
         if doomed:
             admin.delete_topics(doomed)
     finally:

@@ -1,9 +1,11 @@
 """`tidemark produce`: load events into Kafka from a file or the generator.
 
-Records are keyed `tenant_id:message_id` (as the generator does, and as producers should):
-duplicates of one message land on one partition. Every record carries the produce time as
-its Kafka timestamp, which the ingest job stores as `produced_at` and the benchmark uses to
-measure latency.
+Records are keyed `tenant_id:message_id` (as the generator does, and as producers should) and
+partitioned by the tenant part of the key alone: every event of a tenant lands on one
+partition, in order, which is the order identity resolution applies them in (see
+udfs/profile_stage.py); duplicates of one message land together too. Every record carries
+the produce time as its Kafka timestamp, which the ingest job stores as `produced_at` and the
+benchmark uses to measure latency.
 """
 
 from __future__ import annotations
@@ -90,6 +92,32 @@ class Progress:
         sys.stderr.flush()
 
 
+def tenant_partition(key: bytes | None, partitions: int) -> int | None:
+    """The partition of a `tenant_id:message_id` key: Kafka's murmur2 of the tenant part."""
+    if key is None:
+        return None
+    from kafka.partitioner.default import murmur2
+
+    return (murmur2(key.split(b":", 1)[0]) & 0x7FFFFFFF) % partitions
+
+
+def tenant_partitioner():  # -> kafka.partitioner.Partitioner
+    """kafka-python's partitioner interface over tenant_partition (random when keyless)."""
+    from kafka.partitioner.default import DefaultPartitioner
+
+    class TenantPartitioner(DefaultPartitioner):
+        def partition(self, topic, key, serialized_key, value, serialized_value, cluster):
+            partitions = sorted(cluster.partitions_for_topic(topic) or ())
+            index = tenant_partition(serialized_key, len(partitions)) if partitions else None
+            if index is None:
+                return super().partition(
+                    topic, key, serialized_key, value, serialized_value, cluster
+                )
+            return partitions[index]
+
+    return TenantPartitioner()
+
+
 def producer(cfg: Config):
     """A throughput-oriented producer: big batches, a short linger, leader acks."""
     from kafka import KafkaProducer
@@ -102,6 +130,7 @@ def producer(cfg: Config):
             batch_size=512 * 1024,
             max_request_size=8 * 1024 * 1024,
             acks=1,
+            partitioner=tenant_partitioner(),
             client_id="tidemark-produce",
         )
     except (KafkaError, OSError) as exc:

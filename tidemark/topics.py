@@ -53,13 +53,15 @@ def unreachable_broker(cfg: Config, exc: Exception) -> ConfigError:
 
 
 def ensure_topics(cfg: Config, partitions: int | None = None) -> list[str]:
-    """Create the source and dead-letter topics if missing; return the names created."""
+    """Create the source, dead-letter and dimension-changelog topics if missing; return the
+    names created."""
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
     wanted = {
         cfg.kafka.topic: partitions or cfg.kafka.partitions,
         cfg.kafka.dead_letter_topic: 1,
+        cfg.enrichment.changelog_topic: 1,  # one partition: changes apply in publish order
     }
     admin = admin_client(cfg)
     try:
@@ -114,7 +116,8 @@ def _cmd_create(args: argparse.Namespace) -> int:
     created = ensure_topics(cfg, args.partitions)
     for name in created:
         print(f"created {name}")
-    print(f"topics ready: {cfg.kafka.topic}, {cfg.kafka.dead_letter_topic}")
+    names = (cfg.kafka.topic, cfg.kafka.dead_letter_topic, cfg.enrichment.changelog_topic)
+    print(f"topics ready: {', '.join(names)}")
     return 0
 
 

@@ -32,7 +32,8 @@ from pyflink.common import Row, Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
-from udfs.validation import Accepted, SourceMeta, ValidationLimits, validate
+from udfs.dimensions import parse_change
+from udfs.validation import Accepted, SourceMeta, ValidationLimits, reject_raw, validate
 
 #: Fields of the rows the reader emits, one per record: `target` is the ClickHouse table
 #: (events, cost_records or dead_letters), `dedup_key` is `tenant_id US message_id` (empty
@@ -43,6 +44,8 @@ READER_OUTPUT_FIELDS = ["target", "dedup_key", "line"]
 READER_OUTPUT_TYPE = Types.ROW_NAMED(READER_OUTPUT_FIELDS, [Types.STRING()] * 3)
 KEY_SEPARATOR = "\x1f"  # ASCII US: tenant ids cannot hold it (see schemas/EVENTS.md)
 DEAD_LETTERS_TABLE = "dead_letters"
+DIMENSION_CHANGES = "dimension_changes"  # target of a valid dimension-changelog record
+INVALID_DIMENSION_CHANGE = "invalid_dimension_change"  # its dead-letter reason code
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class ReaderSettings:
     partition_discovery_seconds: int
     idle_poll_interval_ms: int
     limits: ValidationLimits
+    payload: str = "events"  # events | dimension_changes: how each record is checked
 
 
 def to_output_row(value: bytes, meta: SourceMeta, limits: ValidationLimits, now_ms: int) -> Row:
@@ -68,6 +72,16 @@ def to_output_row(value: bytes, meta: SourceMeta, limits: ValidationLimits, now_
     if isinstance(result, Accepted):
         return Row(result.table, f"{result.tenant_id}{KEY_SEPARATOR}{result.message_id}", line)
     return Row(DEAD_LETTERS_TABLE, "", line)
+
+
+def to_change_row(value: bytes, meta: SourceMeta, limits: ValidationLimits, now_ms: int) -> Row:
+    """A dimension-changelog record: passed on raw if it parses, else a dead letter."""
+    try:
+        parse_change(value)
+    except ValueError as exc:
+        rejected = reject_raw(value, meta, INVALID_DIMENSION_CHANGE, str(exc))
+        return Row(DEAD_LETTERS_TABLE, "", orjson.dumps(rejected.row).decode())
+    return Row(DIMENSION_CHANGES, "", value.decode())
 
 
 def partitions_of_slot(partitions: set[int], slot: int, slots: int) -> set[int]:
@@ -226,13 +240,14 @@ class KafkaReaderFunction(KeyedProcessFunction):
         consumer = self._slot_consumer(slot)
         batches = consumer.poll()
         limits = self.settings.limits
+        shape = to_output_row if self.settings.payload == "events" else to_change_row
         now_ms = int(time.time() * 1000)
         polled = dead = 0
         for tp, records in batches.items():
             topic, partition = tp.topic, tp.partition
             for record in records:
                 meta = SourceMeta(topic, partition, record.offset, record.timestamp)
-                row = to_output_row(record.value or b"", meta, limits, now_ms)
+                row = shape(record.value or b"", meta, limits, now_ms)
                 dead += row[0] == DEAD_LETTERS_TABLE
                 yield row
             self.offsets.put(partition, records[-1].offset + 1)

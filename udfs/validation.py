@@ -667,6 +667,16 @@ def _dead_letter(
     )
 
 
+def ms_text(ms: int) -> str:
+    """Epoch millis as ClickHouse DateTime64(3) text in UTC (for other stages' rows)."""
+    return _ms_text(ms)
+
+
+def reject_raw(raw: bytes, meta: SourceMeta, code: str, reason: str) -> Rejected:
+    """A dead letter for a record some other parser refused (e.g. a dimension change)."""
+    return _dead_letter(raw, meta, code, reason, None)
+
+
 def _as_bytes(raw: Any) -> bytes:
     """Coerce what a Kafka deserializer might hand over (None for a tombstone, str, bytearray)."""
     if raw is None:

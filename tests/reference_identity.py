@@ -1,0 +1,355 @@
+"""The expected outcome of identity resolution, computed independently of the job's code.
+
+A plain, literal model of the identity rules: it never imports the production identity
+code, and uses only the standard library. End-to-end tests feed it the same raw event docs
+(parsed JSON, one or more tenants, in the order the job processes them) and compare the
+job's profiles, links, merges and per-event profile ids with `expected_identity`.
+
+The rules, in short (see `expected_identity` for the step-by-step procedure):
+
+| type         | priority | limit | normalize           | source                                   |
+|--------------|----------|-------|---------------------|------------------------------------------|
+| user_id      | 0        | 1     | trim                | `user_id`                                |
+| email        | 1        | 5     | trim, lower         | `traits.email`, else `context.traits`    |
+| phone        | 2        | 5     | E.164 (region US)   | `traits.phone`, else `context.traits`    |
+| device_id    | 3        | 5     | trim, lower         | `context.device_id`                      |
+| anonymous_id | 4        | 5     | trim, lower         | `anonymous_id`; alias `previous_id` too  |
+
+Blocked values never become identifiers. A profile holds at most 50 identifiers, and a merge
+may not take a profile past 25 merges.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+PROFILE_NAMESPACE = uuid.UUID("6f1d5c1e-3f7a-4b61-9a54-2d0c7e1a8b90")
+BLOCKED_VALUES = frozenset(
+    ["", "null", "undefined", "anonymous", "0", "-1", "none", "nil", "n/a", "unknown"]
+)
+
+
+class IdentifierRule(NamedTuple):
+    priority: int  # lower = stronger
+    limit: int  # distinct values of this type one profile may hold
+
+
+DEFAULT_TYPES = {
+    "user_id": IdentifierRule(0, 1),
+    "email": IdentifierRule(1, 5),
+    "phone": IdentifierRule(2, 5),
+    "device_id": IdentifierRule(3, 5),
+    "anonymous_id": IdentifierRule(4, 5),
+}
+
+
+@dataclass(frozen=True)
+class IdentityRules:
+    """The knobs of the rules. A type missing from `types` is never extracted."""
+
+    types: dict[str, IdentifierRule] = field(default_factory=lambda: dict(DEFAULT_TYPES))
+    max_identifiers: int = 50
+    max_merges: int = 25
+
+
+@dataclass
+class Profile:
+    """One profile as it stands after the last event.
+
+    identifiers: type -> set of values; only types with at least one value are present.
+    A merged (loser) profile keeps the identifiers, times and merge count it had when it
+    was merged; its identifiers' links then point at the winner.
+    """
+
+    tenant_id: str
+    profile_id: str
+    identifiers: dict[str, set[str]]
+    first_seen_ms: int
+    last_seen_ms: int
+    merged_into: str = ""  # "" while the profile is live
+    merges: int = 0  # profiles merged into this one, counted transitively
+
+
+class Merge(NamedTuple):
+    tenant_id: str
+    winner: str
+    loser: str
+    reason: str  # f"{type}:{value}" of the event's first identifier that was linked to the loser
+    message_id: str
+
+
+@dataclass
+class IdentityOutcome:
+    profiles: dict[tuple[str, str], Profile]  # (tenant_id, profile_id) -> profile
+    links: dict[tuple[str, str, str], str]  # (tenant_id, type, value) -> profile_id
+    merges: list[Merge]  # in the order they happened
+    resolved: dict[str, str]  # message_id -> profile_id at processing time ("" = none)
+    resolved_by_key: dict[tuple[str, str], str]  # (tenant_id, message_id) -> profile_id
+
+    def current_profile(self, tenant_id: str, profile_id: str) -> str:
+        """The live profile that `profile_id` ended up in (following merged_into)."""
+        seen = set()
+        while profile_id:
+            if profile_id in seen:
+                raise AssertionError(f"merged_into cycle at {tenant_id}/{profile_id}")
+            seen.add(profile_id)
+            profile = self.profiles[(tenant_id, profile_id)]
+            if not profile.merged_into:
+                return profile_id
+            profile_id = profile.merged_into
+        return ""
+
+    def live_profiles(self) -> dict[tuple[str, str], Profile]:
+        return {key: p for key, p in self.profiles.items() if not p.merged_into}
+
+
+# --- reading a doc ------------------------------------------------------------------------------
+
+
+def epoch_millis(value: object) -> int:
+    """A contract timestamp (epoch millis, or ISO-8601 with a zone) as epoch millis."""
+    if isinstance(value, int):
+        return value
+    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return (parsed - EPOCH) // timedelta(milliseconds=1)
+
+
+def person_field(doc: dict, key: str) -> object:
+    """traits.<key>; when that is absent (or null), context.traits.<key> if it is a string."""
+    traits = doc.get("traits")
+    if not isinstance(traits, dict):
+        traits = {}
+    value = traits.get(key)
+    if value is None:
+        context = doc.get("context")
+        context_traits = context.get("traits") if isinstance(context, dict) else None
+        if isinstance(context_traits, dict) and isinstance(context_traits.get(key), str):
+            return context_traits[key]
+        return None
+    return value
+
+
+def raw_identifiers(doc: dict) -> list[tuple[str, object]]:
+    """(type, raw value) pairs of a doc, before normalization."""
+    context = doc.get("context")
+    device_id = context.get("device_id") if isinstance(context, dict) else None
+    pairs = [
+        ("user_id", doc.get("user_id")),
+        ("email", person_field(doc, "email")),
+        ("phone", person_field(doc, "phone")),
+        ("device_id", device_id),
+        ("anonymous_id", doc.get("anonymous_id")),
+    ]
+    if doc.get("type") == "alias":
+        pairs.append(("anonymous_id", doc.get("previous_id")))
+    return pairs
+
+
+def e164(text: str) -> str:
+    """A phone number in E.164, default region US; "" when it is not a valid number."""
+    for char in " -.()":
+        text = text.replace(char, "")
+    if text.startswith("+"):
+        digits = text[1:]
+        return text if digits.isdigit() and digits.isascii() else ""
+    if not (text.isdigit() and text.isascii()):
+        return ""
+    if text.startswith("00"):
+        return "+" + text[2:] if len(text) > 2 else ""
+    if len(text) == 10:
+        return "+1" + text
+    if len(text) == 11 and text.startswith("1"):
+        return "+" + text
+    return ""
+
+
+def normalize(kind: str, value: object) -> str:
+    """The normalized value of one identifier; "" when it has none."""
+    if not isinstance(value, str):
+        return ""
+    if kind == "user_id":
+        return value.strip()
+    if kind == "phone":
+        return e164(value)
+    return value.strip().lower()
+
+
+def is_blocked(value: str) -> bool:
+    if value.lower() in BLOCKED_VALUES:
+        return True
+    return all(char in "0-" for char in value)  # also true for ""
+
+
+def event_identifiers(doc: dict, rules: IdentityRules | None = None) -> list[tuple[str, str]]:
+    """The event's identifiers: normalized, blocked removed, de-duplicated, sorted by
+    (priority, type name, value)."""
+    rules = rules or IdentityRules()
+    found = set()
+    for kind, raw in raw_identifiers(doc):
+        if kind not in rules.types:
+            continue
+        value = normalize(kind, raw)
+        if value and not is_blocked(value):
+            found.add((kind, value))
+    return sorted(found, key=lambda pair: (rules.types[pair[0]].priority, pair[0], pair[1]))
+
+
+# --- resolution ---------------------------------------------------------------------------------
+
+
+def profile_id_for(tenant_id: str, kind: str, value: str) -> str:
+    return str(uuid.uuid5(PROFILE_NAMESPACE, f"{tenant_id}\x1f{kind}\x1f{value}"))
+
+
+def has_user_id(profile: Profile) -> bool:
+    return bool(profile.identifiers.get("user_id"))
+
+
+def add_identifier(profile: Profile, kind: str, value: str) -> None:
+    profile.identifiers.setdefault(kind, set()).add(value)
+
+
+def is_valid(
+    tenant_id: str,
+    identifiers: list[tuple[str, str]],
+    links: dict[tuple[str, str, str], str],
+    profiles: dict[tuple[str, str], Profile],
+    rules: IdentityRules,
+) -> bool:
+    """Whether resolving these identifiers together keeps every limit."""
+    matched = []  # distinct linked profiles, in the order first met
+    unlinked = []
+    for kind, value in identifiers:
+        profile_id = links.get((tenant_id, kind, value))
+        if profile_id is None:
+            unlinked.append((kind, value))
+        elif profile_id not in matched:
+            matched.append(profile_id)
+
+    union = set(unlinked)
+    for profile_id in matched:
+        for kind, values in profiles[(tenant_id, profile_id)].identifiers.items():
+            for value in values:
+                union.add((kind, value))
+
+    # (a) each type's distinct value count within its limit
+    per_type: dict[str, int] = {}
+    for kind, _ in union:
+        per_type[kind] = per_type.get(kind, 0) + 1
+    for kind, count in per_type.items():
+        if count > rules.types[kind].limit:
+            return False
+    # (b) total identifiers
+    if len(union) > rules.max_identifiers:
+        return False
+    # (c) merge budget
+    if len(matched) >= 2:
+        total = sum(profiles[(tenant_id, p)].merges for p in matched) + len(matched) - 1
+        if total > rules.max_merges:
+            return False
+    # (d) no two matched profiles with different values of a single-valued type
+    for kind, rule in rules.types.items():
+        if rule.limit != 1:
+            continue
+        values = set()
+        for profile_id in matched:
+            for value in profiles[(tenant_id, profile_id)].identifiers.get(kind, set()):
+                values.add(value)
+        if len(values) > 1:
+            return False
+    return True
+
+
+def expected_identity(events: list[dict], rules: IdentityRules | None = None) -> IdentityOutcome:
+    """Resolve `events` (raw docs, in processing order) one by one; the final state.
+
+    Per event with identifiers I:
+    1. shrink I from the end until resolving it keeps every limit (empty: resolves to "");
+    2. no linked profile: a new profile named by I's first identifier, all of I linked;
+    3. one linked profile: I's unlinked identifiers linked to it;
+    4. several: the winner (has a user_id, then oldest first_seen, then smallest id)
+       absorbs the others in (first_seen, id) order, then I's unlinked identifiers;
+    5. the resolved profile's first/last seen widened by the event time (and the losers').
+    Cost records are skipped.
+    """
+    rules = rules or IdentityRules()
+    profiles: dict[tuple[str, str], Profile] = {}
+    links: dict[tuple[str, str, str], str] = {}
+    merges: list[Merge] = []
+    resolved: dict[str, str] = {}
+    resolved_by_key: dict[tuple[str, str], str] = {}
+
+    for doc in events:
+        if doc.get("type") == "cost":
+            continue
+        tenant_id = doc["tenant_id"]
+        message_id = doc["message_id"]
+
+        identifiers = event_identifiers(doc, rules)
+        while identifiers and not is_valid(tenant_id, identifiers, links, profiles, rules):
+            identifiers = identifiers[:-1]
+        if not identifiers:
+            resolved[message_id] = ""
+            resolved_by_key[(tenant_id, message_id)] = ""
+            continue
+
+        event_ms = epoch_millis(doc["timestamp"])
+        matched = []
+        unlinked = []
+        for kind, value in identifiers:
+            profile_id = links.get((tenant_id, kind, value))
+            if profile_id is None:
+                unlinked.append((kind, value))
+            elif profile_id not in matched:
+                matched.append(profile_id)
+
+        if len(matched) == 0:
+            kind, value = identifiers[0]
+            profile = Profile(
+                tenant_id=tenant_id,
+                profile_id=profile_id_for(tenant_id, kind, value),
+                identifiers={},
+                first_seen_ms=event_ms,
+                last_seen_ms=event_ms,
+            )
+            profiles[(tenant_id, profile.profile_id)] = profile
+        elif len(matched) == 1:
+            profile = profiles[(tenant_id, matched[0])]
+        else:
+            candidates = [profiles[(tenant_id, p)] for p in matched]
+            candidates.sort(
+                key=lambda p: (0 if has_user_id(p) else 1, p.first_seen_ms, p.profile_id)
+            )
+            profile = candidates[0]
+            losers = sorted(candidates[1:], key=lambda p: (p.first_seen_ms, p.profile_id))
+            for loser in losers:
+                reason = ""
+                for kind, value in identifiers:
+                    if links.get((tenant_id, kind, value)) == loser.profile_id:
+                        reason = f"{kind}:{value}"
+                        break
+                for kind, values in loser.identifiers.items():
+                    for value in values:
+                        links[(tenant_id, kind, value)] = profile.profile_id
+                        add_identifier(profile, kind, value)
+                profile.merges += 1 + loser.merges
+                loser.merged_into = profile.profile_id
+                profile.first_seen_ms = min(profile.first_seen_ms, loser.first_seen_ms)
+                profile.last_seen_ms = max(profile.last_seen_ms, loser.last_seen_ms)
+                merges.append(
+                    Merge(tenant_id, profile.profile_id, loser.profile_id, reason, message_id)
+                )
+
+        for kind, value in unlinked:
+            links[(tenant_id, kind, value)] = profile.profile_id
+            add_identifier(profile, kind, value)
+        profile.first_seen_ms = min(profile.first_seen_ms, event_ms)
+        profile.last_seen_ms = max(profile.last_seen_ms, event_ms)
+        resolved[message_id] = profile.profile_id
+        resolved_by_key[(tenant_id, message_id)] = profile.profile_id
+
+    return IdentityOutcome(profiles, links, merges, resolved, resolved_by_key)

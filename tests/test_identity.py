@@ -1,0 +1,905 @@
+"""udfs.identity: a table of event sequences with the profiles they must produce, plus
+extraction, normalization, blocked values, idempotence, order independence, id stability and
+config errors.
+
+Expected values are literals written here (profile ids are uuid5 of literal identifiers,
+computed in this file), never the engine's own helpers, so a bug cannot agree with itself.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import pickle
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+
+from udfs.identity import (
+    DictStore,
+    IdentityResolver,
+    IdentityRules,
+    Merge,
+    Profile,
+    Resolution,
+    extract_identifiers,
+)
+
+NAMESPACE = uuid.UUID("6f1d5c1e-3f7a-4b61-9a54-2d0c7e1a8b90")
+TENANT = "acme"
+
+
+def pid(id_type: str, value: str, tenant: str = TENANT) -> str:
+    """The profile id a profile created for this identifier must have."""
+    return str(uuid.uuid5(NAMESPACE, f"{tenant}\x1f{id_type}\x1f{value}"))
+
+
+def ev(t: int, kind: str = "track", **fields: Any) -> tuple[dict[str, Any], int]:
+    """An events row as udfs.validation builds it, at event time t (epoch ms)."""
+    row: dict[str, Any] = {
+        "tenant_id": TENANT,
+        "message_id": f"m-{t}",
+        "type": kind,
+        "user_id": "",
+        "anonymous_id": "",
+        "previous_id": "",
+        "email": "",
+        "phone": "",
+        "device_id": "",
+        "traits": "{}",
+        "properties": "{}",
+        "context": "{}",
+    }
+    for key, value in fields.items():
+        row[key] = orjson.dumps(value).decode() if isinstance(value, dict) else value
+    return row, t
+
+
+@dataclass
+class Run:
+    store: DictStore
+    results: list[Resolution]
+
+
+def apply(
+    events: list[tuple[dict[str, Any], int]],
+    rules: IdentityRules,
+    store: DictStore | None = None,
+    first_version: int = 1,
+) -> Run:
+    store = DictStore() if store is None else store
+    resolver = IdentityResolver(rules, store)
+    results = []
+    for version, (row, t) in enumerate(events, first_version):
+        ids = extract_identifiers(row, rules)
+        results.append(resolver.resolve(TENANT, ids, t, row["message_id"], version))
+    return Run(store, results)
+
+
+def live_profiles(store: DictStore) -> dict[str, set[tuple[str, str]]]:
+    return {
+        p.profile_id: {(t, v) for t, values in p.identifiers.items() for v in values}
+        for p in store.all_profiles(TENANT)
+        if not p.merged_into
+    }
+
+
+def profile(store: DictStore, profile_id: str) -> Profile:
+    found = store.get_profile(TENANT, profile_id)
+    assert found is not None, profile_id
+    return found
+
+
+# --- the scenario table -------------------------------------------------------------------------
+
+
+@dataclass
+class Scenario:
+    name: str
+    events: list[tuple[dict[str, Any], int]]
+    resolved: list[str]  # the profile id each event resolved to ("" = none)
+    profiles: dict[str, set[tuple[str, str]]]  # live profiles at the end
+    merges: list[tuple[int, str, str, str, tuple[str, ...]]] = field(default_factory=list)
+    # (event index, winner, loser, reason, rekeyed)
+    dropped: list[tuple[int, str, str, str]] = field(default_factory=list)
+    # (event index, type, value, reason)
+    rules: dict[str, Any] = field(default_factory=dict)
+    # profile id -> (first_seen_ms, last_seen_ms, merges, merged_from, merged_into, version)
+    details: dict[str, tuple[int, int, int, list[str], str, int]] = field(default_factory=dict)
+
+
+U1, U2, U3 = pid("user_id", "u1"), pid("user_id", "u2"), pid("user_id", "u3")
+D1, D2 = pid("device_id", "d1"), pid("device_id", "d2")
+
+SCENARIOS = [
+    Scenario(
+        "anonymous then identify",
+        [
+            ev(1000, anonymous_id="A-1"),
+            ev(2000, "identify", user_id="u1", anonymous_id="A-1", email="ana@x.com"),
+            ev(3000, user_id="u1"),  # an ESP webhook: user_id only
+        ],
+        resolved=[pid("anonymous_id", "a-1")] * 3,
+        profiles={
+            pid("anonymous_id", "a-1"): {
+                ("user_id", "u1"),
+                ("email", "ana@x.com"),
+                ("anonymous_id", "a-1"),
+            }
+        },
+        details={pid("anonymous_id", "a-1"): (1000, 3000, 0, [], "", 3)},
+    ),
+    Scenario(
+        "two devices then login merges them",
+        [
+            ev(1000, anonymous_id="a1", device_id="d1"),
+            ev(2000, anonymous_id="a2", device_id="d2"),
+            ev(
+                3000, "identify", user_id="u1", email="ana@x.com", anonymous_id="a1", device_id="d1"
+            ),
+            ev(4000, user_id="u1", anonymous_id="a2", device_id="d2"),
+        ],
+        resolved=[D1, D2, D1, D1],
+        profiles={
+            D1: {
+                ("user_id", "u1"),
+                ("email", "ana@x.com"),
+                ("device_id", "d1"),
+                ("anonymous_id", "a1"),
+                ("device_id", "d2"),
+                ("anonymous_id", "a2"),
+            }
+        },
+        merges=[(3, D1, D2, "device_id:d2", (D2,))],
+        details={
+            D1: (1000, 4000, 1, [D2], "", 4),
+            D2: (2000, 2000, 0, [], D1, 4),
+        },
+    ),
+    Scenario(
+        "alias ties the previous anonymous id to the user",
+        [
+            ev(1000, anonymous_id="anon-old"),
+            ev(2000, "identify", user_id="u1", email="ana@x.com"),
+            ev(3000, "alias", user_id="u1", previous_id=" ANON-OLD "),
+        ],
+        resolved=[pid("anonymous_id", "anon-old"), U1, U1],
+        profiles={U1: {("user_id", "u1"), ("email", "ana@x.com"), ("anonymous_id", "anon-old")}},
+        merges=[
+            (
+                2,
+                U1,
+                pid("anonymous_id", "anon-old"),
+                "anonymous_id:anon-old",
+                (pid("anonymous_id", "anon-old"),),
+            )
+        ],
+        details={U1: (1000, 3000, 1, [pid("anonymous_id", "anon-old")], "", 3)},
+    ),
+    Scenario(
+        "conflicting user_ids are never merged",
+        [
+            ev(1000, "identify", user_id="u1", email="shared@x.com"),
+            ev(2000, "identify", user_id="u2", email="shared@x.com"),
+            ev(3000, "identify", user_id="u2", phone="+14155550100"),
+            ev(4000, email="shared@x.com", phone="+1 415 555 0100"),  # would join u1 and u2
+        ],
+        resolved=[U1, U2, U2, U1],
+        profiles={
+            U1: {("user_id", "u1"), ("email", "shared@x.com")},
+            U2: {("user_id", "u2"), ("phone", "+14155550100")},
+        },
+        dropped=[
+            (1, "email", "shared@x.com", "limit:user_id"),
+            (3, "phone", "+14155550100", "limit:user_id"),
+        ],
+    ),
+    Scenario(
+        "conflicting user_ids are never merged even when the user_id limit allows two",
+        [
+            ev(1000, "identify", user_id="u1", email="ana@x.com"),
+            ev(2000, "identify", user_id="u2", phone="+14155550100"),
+            ev(3000, email="ana@x.com", phone="+14155550100"),
+            ev(4000, "identify", user_id="u3", email="ana@x.com"),  # the limit lets one in
+        ],
+        resolved=[U1, U2, U1, U1],
+        profiles={
+            U1: {("user_id", "u1"), ("user_id", "u3"), ("email", "ana@x.com")},
+            U2: {("user_id", "u2"), ("phone", "+14155550100")},
+        },
+        dropped=[(2, "phone", "+14155550100", "conflict:user_id")],
+        rules={"types": {"user_id": {"limit": 2}}},
+    ),
+    Scenario(
+        "a shared device stays with its first person",
+        [
+            ev(1000, anonymous_id="sa", device_id="sd"),
+            ev(2000, "identify", user_id="u1", email="p1@x.com", anonymous_id="sa", device_id="sd"),
+            ev(3000, anonymous_id="sa", device_id="sd"),  # person 2, not yet identified
+            ev(4000, "identify", user_id="u2", email="p2@x.com", anonymous_id="sa", device_id="sd"),
+            ev(5000, "identify", user_id="u3", email="p3@x.com", anonymous_id="sa", device_id="sd"),
+            ev(6000, user_id="u2", anonymous_id="sa", device_id="sd"),
+        ],
+        resolved=[pid("device_id", "sd")] * 3 + [U2, U3, U2],
+        profiles={
+            pid("device_id", "sd"): {
+                ("user_id", "u1"),
+                ("email", "p1@x.com"),
+                ("device_id", "sd"),
+                ("anonymous_id", "sa"),
+            },
+            U2: {("user_id", "u2"), ("email", "p2@x.com")},
+            U3: {("user_id", "u3"), ("email", "p3@x.com")},
+        },
+        dropped=[
+            (3, "anonymous_id", "sa", "limit:user_id"),
+            (3, "device_id", "sd", "limit:user_id"),
+            (4, "anonymous_id", "sa", "limit:user_id"),
+            (4, "device_id", "sd", "limit:user_id"),
+            (5, "anonymous_id", "sa", "limit:user_id"),
+            (5, "device_id", "sd", "limit:user_id"),
+        ],
+    ),
+    Scenario(
+        "blocked values never become identifiers",
+        [
+            ev(1000, "identify", user_id="u1", anonymous_id="undefined", device_id="0" * 32),
+            ev(2000, "identify", user_id="u2", anonymous_id="undefined", device_id="0" * 32),
+            ev(3000, anonymous_id="NULL", device_id="00000000-0000-0000-0000-000000000000"),
+            ev(4000, user_id=" n/a ", email="unknown", phone="0"),
+        ],
+        resolved=[U1, U2, "", ""],
+        profiles={U1: {("user_id", "u1")}, U2: {("user_id", "u2")}},
+    ),
+    Scenario(
+        "email and phone are normalized before matching",
+        [
+            ev(1000, "identify", user_id="u1", email=" Ana@X.COM ", phone="(415) 555-2671"),
+            ev(2000, email="ana@x.com"),
+            ev(3000, phone="+1 415-555-2671"),
+            ev(4000, phone="12"),  # not a possible number: no identifier at all
+        ],
+        resolved=[U1, U1, U1, ""],
+        profiles={U1: {("user_id", "u1"), ("email", "ana@x.com"), ("phone", "+14155552671")}},
+    ),
+    Scenario(
+        "a 6th email is dropped, and weaker identifiers of the event go first",
+        [
+            *(ev(1000 * i, "identify", user_id="u1", email=f"e{i}@x.com") for i in range(1, 6)),
+            ev(6000, "identify", user_id="u1", email="e6@x.com", device_id="d-new"),
+            ev(7000, email="e6@x.com"),
+        ],
+        resolved=[U1] * 6 + [pid("email", "e6@x.com")],
+        profiles={
+            U1: {("user_id", "u1"), *(("email", f"e{i}@x.com") for i in range(1, 6))},
+            pid("email", "e6@x.com"): {("email", "e6@x.com")},
+        },
+        dropped=[
+            (5, "device_id", "d-new", "limit:email"),
+            (5, "email", "e6@x.com", "limit:email"),
+        ],
+    ),
+    Scenario(
+        "max_identifiers caps a profile",
+        [
+            ev(1000, "identify", user_id="u1", email="ana@x.com", phone="+14155552671"),
+            ev(2000, user_id="u1", device_id="d1"),
+        ],
+        resolved=[U1, U1],
+        profiles={U1: {("user_id", "u1"), ("email", "ana@x.com"), ("phone", "+14155552671")}},
+        dropped=[(1, "device_id", "d1", "max_identifiers")],
+        rules={"max_identifiers": 3},
+    ),
+    Scenario(
+        "max_merges caps how much one profile absorbs",
+        [
+            ev(1000, device_id="d1"),
+            ev(2000, anonymous_id="b"),
+            ev(3000, device_id="d1", anonymous_id="b"),
+            ev(4000, "identify", user_id="u1"),
+            ev(5000, user_id="u1", device_id="d1"),
+        ],
+        resolved=[D1, pid("anonymous_id", "b"), D1, U1, U1],
+        profiles={D1: {("device_id", "d1"), ("anonymous_id", "b")}, U1: {("user_id", "u1")}},
+        merges=[(2, D1, pid("anonymous_id", "b"), "anonymous_id:b", (pid("anonymous_id", "b"),))],
+        dropped=[(4, "device_id", "d1", "max_merges")],
+        rules={"max_merges": 1},
+    ),
+    Scenario(
+        "transitive merges rekey every old id",
+        [
+            ev(1000, device_id="d1"),
+            ev(2000, anonymous_id="b"),
+            ev(3000, device_id="d1", anonymous_id="b"),
+            ev(4000, "identify", user_id="u1", email="ana@x.com"),
+            ev(5000, user_id="u1", anonymous_id="b"),
+        ],
+        resolved=[D1, pid("anonymous_id", "b"), D1, U1, U1],
+        profiles={
+            U1: {
+                ("user_id", "u1"),
+                ("email", "ana@x.com"),
+                ("device_id", "d1"),
+                ("anonymous_id", "b"),
+            }
+        },
+        merges=[
+            (2, D1, pid("anonymous_id", "b"), "anonymous_id:b", (pid("anonymous_id", "b"),)),
+            (4, U1, D1, "anonymous_id:b", (D1, pid("anonymous_id", "b"))),
+        ],
+        details={
+            U1: (1000, 5000, 2, [D1, pid("anonymous_id", "b")], "", 5),
+            D1: (1000, 3000, 1, [pid("anonymous_id", "b")], U1, 5),
+            pid("anonymous_id", "b"): (2000, 2000, 0, [], D1, 3),
+        },
+    ),
+    Scenario(
+        "one event merges three profiles: the user wins, losers go oldest first",
+        [
+            ev(2000, device_id="d2"),
+            ev(1000, device_id="d1", anonymous_id="a1"),  # late, so the older profile
+            ev(3000, "identify", user_id="u1"),
+            ev(4000, user_id="u1", device_id="d2", anonymous_id="a1"),
+        ],
+        resolved=[D2, D1, U1, U1],
+        profiles={
+            U1: {
+                ("user_id", "u1"),
+                ("device_id", "d1"),
+                ("device_id", "d2"),
+                ("anonymous_id", "a1"),
+            }
+        },
+        merges=[
+            (3, U1, D1, "anonymous_id:a1", (D1,)),
+            (3, U1, D2, "device_id:d2", (D2,)),
+        ],
+        details={
+            U1: (1000, 4000, 2, [D1, D2], "", 4),
+            D1: (1000, 1000, 0, [], U1, 4),
+            D2: (2000, 2000, 0, [], U1, 4),
+        },
+    ),
+    Scenario(
+        "equal first_seen: the smaller profile id wins",
+        [
+            ev(1000, anonymous_id="a1"),  # 5813d3c0-7d6c-5892-9347-91524f328437
+            ev(1000, anonymous_id="a2", message_id="m-1000b"),  # 4b0fc62d-..., smaller
+            ev(2000, device_id="d9", anonymous_id="a1"),
+            ev(3000, device_id="d9", anonymous_id="a2"),
+        ],
+        resolved=[
+            "5813d3c0-7d6c-5892-9347-91524f328437",
+            "4b0fc62d-dfd9-5909-8c1a-6194378773d9",
+            "5813d3c0-7d6c-5892-9347-91524f328437",
+            "4b0fc62d-dfd9-5909-8c1a-6194378773d9",
+        ],
+        profiles={
+            "4b0fc62d-dfd9-5909-8c1a-6194378773d9": {
+                ("anonymous_id", "a1"),
+                ("anonymous_id", "a2"),
+                ("device_id", "d9"),
+            }
+        },
+        merges=[
+            (
+                3,
+                "4b0fc62d-dfd9-5909-8c1a-6194378773d9",
+                "5813d3c0-7d6c-5892-9347-91524f328437",
+                "device_id:d9",
+                ("5813d3c0-7d6c-5892-9347-91524f328437",),
+            )
+        ],
+    ),
+    Scenario(
+        "without a user the oldest profile wins",
+        [
+            ev(2000, anonymous_id="a2"),
+            ev(1000, anonymous_id="a1"),  # late, so the older profile
+            ev(3000, device_id="d9", anonymous_id="a2"),
+            ev(4000, device_id="d9", anonymous_id="a1"),
+        ],
+        resolved=[
+            pid("anonymous_id", "a2"),
+            pid("anonymous_id", "a1"),
+            pid("anonymous_id", "a2"),
+            pid("anonymous_id", "a1"),
+        ],
+        profiles={
+            pid("anonymous_id", "a1"): {
+                ("anonymous_id", "a1"),
+                ("anonymous_id", "a2"),
+                ("device_id", "d9"),
+            }
+        },
+        merges=[
+            (
+                3,
+                pid("anonymous_id", "a1"),
+                pid("anonymous_id", "a2"),
+                "device_id:d9",
+                (pid("anonymous_id", "a2"),),
+            )
+        ],
+        details={pid("anonymous_id", "a1"): (1000, 4000, 1, [pid("anonymous_id", "a2")], "", 4)},
+    ),
+    Scenario(
+        "a custom identifier type from config",
+        [
+            ev(1000, "identify", anonymous_id="a1", traits={"customer_number": " C-100 "}),
+            ev(2000, anonymous_id="a2", traits={"customer_number": "C-100"}),
+            ev(3000, "identify", anonymous_id="a3", traits={"customer_number": "C-200"}),
+            ev(4000, anonymous_id="a3", traits={"customer_number": "C-100"}),  # limit 1
+        ],
+        resolved=[
+            pid("customer_number", "C-100"),
+            pid("customer_number", "C-100"),
+            pid("customer_number", "C-200"),
+            pid("customer_number", "C-100"),
+        ],
+        profiles={
+            pid("customer_number", "C-100"): {
+                ("customer_number", "C-100"),
+                ("anonymous_id", "a1"),
+                ("anonymous_id", "a2"),
+            },
+            pid("customer_number", "C-200"): {
+                ("customer_number", "C-200"),
+                ("anonymous_id", "a3"),
+            },
+        },
+        dropped=[(3, "anonymous_id", "a3", "limit:customer_number")],
+        rules={
+            "types": {
+                "customer_number": {
+                    "priority": 2,
+                    "limit": 1,
+                    "normalize": ["trim"],
+                    "source": "traits.customer_number",
+                }
+            }
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize("case", SCENARIOS, ids=[s.name for s in SCENARIOS])
+def test_scenario(case: Scenario) -> None:
+    run = apply(case.events, IdentityRules.from_mapping(case.rules))
+    assert [r.profile_id for r in run.results] == case.resolved
+    assert live_profiles(run.store) == case.profiles
+    merges = [
+        (i, m.winner, m.loser, m.reason, m.rekeyed)
+        for i, r in enumerate(run.results)
+        for m in r.merges
+    ]
+    assert merges == case.merges
+    dropped = [(i, *d) for i, r in enumerate(run.results) for d in r.dropped]
+    assert dropped == case.dropped
+    for profile_id, expected in case.details.items():
+        p = profile(run.store, profile_id)
+        got = (p.first_seen_ms, p.last_seen_ms, p.merges, p.merged_from, p.merged_into, p.version)
+        assert got == expected, profile_id
+    # links always point at live profiles, and every live identifier is linked to its profile
+    live = live_profiles(run.store)
+    expected_links = {(TENANT, t, v): p for p, ids in live.items() for t, v in ids}
+    assert run.store.links == expected_links
+
+
+# --- resolution details -------------------------------------------------------------------------
+
+
+def test_merge_record_and_resolution_fields() -> None:
+    rules = IdentityRules.default()
+    store = DictStore()
+    resolver = IdentityResolver(rules, store)
+    resolver.resolve(TENANT, [("device_id", "d2"), ("anonymous_id", "a2")], 2000, "m-1", 7)
+    resolver.resolve(TENANT, [("user_id", "u1")], 3000, "m-2", 8)
+    result = resolver.resolve(
+        TENANT, [("user_id", "u1"), ("email", "ana@x.com"), ("device_id", "d2")], 1500, "m-3", 9
+    )
+    assert result == Resolution(
+        profile_id=U1,
+        merges=(Merge(TENANT, U1, D2, "device_id:d2", "m-3", 1500, 9, (D2,)),),
+        dropped=(),
+        linked=(("email", "ana@x.com"), ("device_id", "d2"), ("anonymous_id", "a2")),
+    )
+    winner = profile(store, U1)
+    assert winner.identifiers == {
+        "user_id": ["u1"],
+        "device_id": ["d2"],
+        "anonymous_id": ["a2"],
+        "email": ["ana@x.com"],
+    }
+    assert (winner.first_seen_ms, winner.last_seen_ms, winner.version) == (1500, 3000, 9)
+    loser = profile(store, D2)
+    assert loser.merged_into == U1
+    assert loser.identifiers == {"device_id": ["d2"], "anonymous_id": ["a2"]}  # kept for audit
+    assert loser.version == 9
+
+
+def test_no_identifiers_resolves_to_nothing_and_writes_nothing() -> None:
+    store = DictStore()
+    result = IdentityResolver(IdentityRules.default(), store).resolve(TENANT, [], 1000, "m-1", 1)
+    assert result == Resolution("", (), (), ())
+    assert store == DictStore()
+
+
+def test_an_identifier_over_a_cap_is_dropped_and_the_event_still_resolves() -> None:
+    store = DictStore()
+    resolver = IdentityResolver(IdentityRules.from_mapping({"max_identifiers": 1}), store)
+    resolver.resolve(TENANT, [("user_id", "u1")], 1000, "m-1", 1)
+    result = resolver.resolve(TENANT, [("user_id", "u1"), ("email", "a@x.com")], 2000, "m-2", 2)
+    assert result == Resolution(U1, (), (("email", "a@x.com", "max_identifiers"),), ())
+    assert store.links == {(TENANT, "user_id", "u1"): U1}
+    assert (profile(store, U1).last_seen_ms, profile(store, U1).version) == (2000, 2)
+
+
+def test_a_profile_over_a_lowered_limit_resolves_nothing() -> None:
+    """Literal semantics: the existing profile alone breaks the new limit, so every identifier
+    of the event is dropped and the store is left alone."""
+    store = DictStore()
+    emails = [("email", f"e{i}@x.com") for i in range(3)]
+    IdentityResolver(IdentityRules.default(), store).resolve(
+        TENANT, [("user_id", "u1"), *emails], 1000, "m-1", 1
+    )
+    before = copy.deepcopy(store)
+    lowered = IdentityResolver(
+        IdentityRules.from_mapping({"types": {"email": {"limit": 2}}}), store
+    )
+    result = lowered.resolve(TENANT, [("email", "e0@x.com")], 2000, "m-2", 2)
+    assert result == Resolution("", (), (("email", "e0@x.com", "limit:email"),), ())
+    assert store == before
+
+
+def test_profile_ids_are_stable_uuid5() -> None:
+    rules = IdentityRules.default()
+    for tenant, expected in (
+        ("acme", "e84485d8-fd54-5cf8-8163-80e1e3cb6182"),
+        ("globex", "dfcee39c-98a0-54ef-a4e6-fcbef693c24e"),
+    ):
+        result = IdentityResolver(rules, DictStore()).resolve(
+            tenant, [("user_id", "u1"), ("email", "ana@x.com")], 1000, "m-1", 1
+        )
+        assert result.profile_id == expected
+    result = IdentityResolver(rules, DictStore()).resolve(
+        "acme", [("email", "ana@x.com")], 1000, "m-1", 1
+    )
+    assert result.profile_id == "92880301-d1ca-5b11-835d-988a93438b4e"
+
+
+# --- idempotence and order ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", SCENARIOS, ids=[s.name for s in SCENARIOS])
+def test_replaying_events_changes_nothing(case: Scenario) -> None:
+    rules = IdentityRules.from_mapping(case.rules)
+    run = apply(case.events, rules)
+    before = copy.deepcopy(run.store)
+    again = apply(case.events, rules, run.store, first_version=1000)
+    assert run.store == before
+    assert all(not r.merges and not r.linked for r in again.results)
+
+
+def test_replaying_a_generated_stream_changes_nothing() -> None:
+    from tidemark.gen import generate
+    from udfs.validation import Accepted, SourceMeta, ValidationLimits, validate
+
+    rules = IdentityRules.default()
+    store = DictStore()
+    resolver = IdentityResolver(rules, store)
+    events = []
+    for record in generate(seed=7, count=4000):
+        if record.truth.table != "events":
+            continue
+        meta = SourceMeta("tidemark.events", 0, record.truth.index, record.truth.emit_ms)
+        result = validate(record.value, meta, ValidationLimits(), record.truth.emit_ms + 1000)
+        assert isinstance(result, Accepted)
+        row = result.row
+        events.append((row["tenant_id"], extract_identifiers(row, rules), record.truth.event_ms))
+    for version, (tenant, ids, t) in enumerate(events, 1):
+        resolver.resolve(tenant, ids, t, f"m-{version}", version)
+    before = copy.deepcopy(store)
+    assert len(before.profiles) > 100
+    for version, (tenant, ids, t) in enumerate(events, 100_000):
+        result = resolver.resolve(tenant, ids, t, f"m-{version}", version)
+        assert not result.merges and not result.linked
+    assert store == before
+
+
+ORDER_EVENTS = [
+    ev(1000, anonymous_id="a1", device_id="d1"),
+    ev(2000, anonymous_id="a2", device_id="d2"),
+    ev(3000, "identify", user_id="u1", email="ana@x.com", anonymous_id="a1", device_id="d1"),
+    ev(4000, user_id="u1", anonymous_id="a2", device_id="d2"),
+    ev(5000, email="Ana@x.com", phone="(415) 555-2671"),
+    ev(6000, anonymous_id="a3"),
+]
+
+
+def test_event_order_does_not_change_the_final_partition() -> None:
+    rules = IdentityRules.default()
+    expected = {
+        frozenset(
+            {
+                ("user_id", "u1"),
+                ("email", "ana@x.com"),
+                ("phone", "+14155552671"),
+                ("device_id", "d1"),
+                ("device_id", "d2"),
+                ("anonymous_id", "a1"),
+                ("anonymous_id", "a2"),
+            }
+        ),
+        frozenset({("anonymous_id", "a3")}),
+    }
+    for order in itertools.permutations(ORDER_EVENTS):
+        run = apply(list(order), rules)
+        live = live_profiles(run.store)
+        assert {frozenset(ids) for ids in live.values()} == expected, [e[1] for e in order]
+        person = next(p for p, ids in live.items() if ("user_id", "u1") in ids)
+        seen = profile(run.store, person)
+        assert (seen.first_seen_ms, seen.last_seen_ms) == (1000, 5000)
+        assert all(not r.dropped for r in run.results)
+
+
+# --- extraction ---------------------------------------------------------------------------------
+
+
+def test_extract_normalizes_sorts_and_deduplicates() -> None:
+    row, _ = ev(
+        1000,
+        "alias",
+        user_id=" u1 ",
+        email=" Ana@X.COM ",
+        phone="(415) 555-2671",
+        device_id=" BR-ABC ",
+        anonymous_id="B-anon",
+        previous_id=" A-ANON ",
+    )
+    assert extract_identifiers(row, IdentityRules.default()) == [
+        ("user_id", "u1"),
+        ("email", "ana@x.com"),
+        ("phone", "+14155552671"),
+        ("device_id", "br-abc"),
+        ("anonymous_id", "a-anon"),
+        ("anonymous_id", "b-anon"),
+    ]
+
+
+def test_extract_previous_id_only_on_alias_and_deduplicated() -> None:
+    rules = IdentityRules.default()
+    alias, _ = ev(1000, "alias", user_id="u1", anonymous_id="X1", previous_id="x1")
+    assert extract_identifiers(alias, rules) == [("user_id", "u1"), ("anonymous_id", "x1")]
+    track, _ = ev(1000, user_id="u1", previous_id="x1")
+    assert extract_identifiers(track, rules) == [("user_id", "u1")]
+
+
+def test_extract_previous_id_type_is_configurable() -> None:
+    rules = IdentityRules.from_mapping({"alias_previous_id_type": "device_id"})
+    row, _ = ev(1000, "alias", user_id="u1", previous_id="Dev-1")
+    assert extract_identifiers(row, rules) == [("user_id", "u1"), ("device_id", "dev-1")]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "   ",
+        "null",
+        "NULL",
+        "undefined",
+        "anonymous",
+        "Anonymous",
+        "0",
+        "-1",
+        "none",
+        " None ",
+        "nil",
+        "n/a",
+        "N/A",
+        "unknown",
+        "00000000-0000-0000-0000-000000000000",
+        "000",
+        "-",
+    ],
+)
+def test_blocked_values_are_not_identifiers(value: str) -> None:
+    rules = IdentityRules.default()
+    row, _ = ev(
+        1000, user_id=value, email=value, device_id=value, anonymous_id=value, phone="+14155552671"
+    )
+    assert extract_identifiers(row, rules) == [("phone", "+14155552671")]
+
+
+def test_blocked_values_from_config() -> None:
+    rules = IdentityRules.from_mapping(
+        {"blocked": ["Guest"], "blocked_by_type": {"email": ["test@example.com"]}}
+    )
+    row, _ = ev(1000, user_id="guest", email="TEST@example.com", anonymous_id="test@example.com")
+    assert extract_identifiers(row, rules) == [("anonymous_id", "test@example.com")]
+    default, _ = ev(1000, user_id="guest")
+    assert extract_identifiers(default, IdentityRules.default()) == [("user_id", "guest")]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("(415) 555-2671", "+14155552671"),
+        ("+1 415 555 2671", "+14155552671"),
+        ("415.555.2671", "+14155552671"),
+        ("+44 20 7946 0958", "+442079460958"),
+        ("12", None),
+        ("call me", None),
+        ("+", None),
+    ],
+)
+def test_phone_numbers_become_e164_or_nothing(raw: str, expected: str | None) -> None:
+    row, _ = ev(1000, phone=raw)
+    want = [("phone", expected)] if expected else []
+    assert extract_identifiers(row, IdentityRules.default()) == want
+
+
+def test_phone_region_is_configurable() -> None:
+    rules = IdentityRules.from_mapping({"default_phone_region": "GB"})
+    row, _ = ev(1000, phone="020 7946 0958")
+    assert extract_identifiers(row, rules) == [("phone", "+442079460958")]
+
+
+def test_custom_types_read_json_columns() -> None:
+    rules = IdentityRules.from_mapping(
+        {
+            "types": {
+                "loyalty_id": {"priority": 1, "source": "context.loyalty.id"},
+                "crm_id": {"priority": 0, "limit": 1, "source": "properties.crm_id"},
+            }
+        }
+    )
+    row, _ = ev(
+        1000,
+        user_id="u1",
+        email="a@x.com",
+        context={"loyalty": {"id": " L-9 "}},
+        properties={"crm_id": 4711},
+    )
+    assert extract_identifiers(row, rules) == [
+        ("crm_id", "4711"),
+        ("user_id", "u1"),
+        ("email", "a@x.com"),
+        ("loyalty_id", "L-9"),
+    ]
+    broken, _ = ev(1000, user_id="u1", context="{not json", properties='{"crm_id": [1]}')
+    assert extract_identifiers(broken, rules) == [("user_id", "u1")]
+
+
+# --- rules and serialization --------------------------------------------------------------------
+
+
+def test_default_rules() -> None:
+    rules = IdentityRules.default()
+    assert rules == IdentityRules.from_mapping({})
+    assert [(t.name, t.priority, t.limit, t.normalize, t.source) for t in rules.types] == [
+        ("user_id", 0, 1, ("trim",), "user_id"),
+        ("email", 1, 5, ("trim", "lower"), "email"),
+        ("phone", 2, 5, ("e164",), "phone"),
+        ("device_id", 3, 5, ("trim", "lower"), "device_id"),
+        ("anonymous_id", 4, 5, ("trim", "lower"), "anonymous_id"),
+    ]
+    assert (rules.max_identifiers, rules.max_merges) == (50, 25)
+    assert (rules.alias_previous_id_type, rules.default_phone_region) == ("anonymous_id", "US")
+
+
+def test_overrides_change_priority_order() -> None:
+    rules = IdentityRules.from_mapping({"types": {"phone": {"priority": 0}, "email": {"limit": 2}}})
+    assert [t.name for t in rules.types][:3] == ["phone", "user_id", "email"]
+    assert next(t.limit for t in rules.types if t.name == "email") == 2
+
+
+@pytest.mark.parametrize(
+    ("mapping", "message"),
+    [
+        (
+            {"types": {"email": {"limit": 0}}},
+            "identity.types.email.limit: must be a positive integer",
+        ),
+        ({"types": {"email": {"limit": True}}}, "identity.types.email.limit: must be a positive"),
+        ({"types": {"email": {"limit": "5"}}}, "identity.types.email.limit: must be a positive"),
+        (
+            {"types": {"email": {"priority": -1}}},
+            "identity.types.email.priority: must be a non-negative integer",
+        ),
+        ({"types": {"email": {"limt": 3}}}, "identity.types.email.limt: unknown key"),
+        (
+            {"types": {"email": {"normalize": ["upper"]}}},
+            "identity.types.email.normalize: unknown normalizer 'upper'",
+        ),
+        (
+            {"types": {"email": {"normalize": "lower"}}},
+            "identity.types.email.normalize: must be a list",
+        ),
+        ({"types": {"email": 5}}, "identity.types.email: must be a mapping"),
+        ({"types": {"loyalty": {"priority": 3}}}, "identity.types.loyalty.source: required"),
+        (
+            {"types": {"loyalty": {"source": "traits.l"}}},
+            "identity.types.loyalty.priority: required",
+        ),
+        (
+            {"types": {"loyalty": {"source": "payload.x", "priority": 3}}},
+            "identity.types.loyalty.source: must be one of",
+        ),
+        (
+            {"types": {"loyalty": {"source": "traits.", "priority": 3}}},
+            "identity.types.loyalty.source: must be one of",
+        ),
+        (
+            {"types": {"Bad-Name": {"source": "traits.x", "priority": 3}}},
+            "identity.types.Bad-Name: a type name",
+        ),
+        ({"types": []}, "identity.types: must be a mapping"),
+        ({"colour": 1}, "identity.colour: unknown key"),
+        ({"blocked": "none"}, "identity.blocked: must be a list of strings"),
+        ({"blocked": ["x", 3]}, "identity.blocked[1]: must be a string"),
+        (
+            {"blocked_by_type": {"fax": ["x"]}},
+            "identity.blocked_by_type.fax: unknown identifier type",
+        ),
+        ({"blocked_by_type": {"email": "x"}}, "identity.blocked_by_type.email: must be a list"),
+        ({"max_identifiers": 0}, "identity.max_identifiers: must be a positive integer"),
+        ({"max_merges": -1}, "identity.max_merges: must be a non-negative integer"),
+        (
+            {"alias_previous_id_type": "cookie"},
+            "identity.alias_previous_id_type: must be an identifier type",
+        ),
+        (
+            {"default_phone_region": "XX"},
+            "identity.default_phone_region: must be a two-letter region",
+        ),
+    ],
+)
+def test_config_errors_name_the_key(mapping: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        IdentityRules.from_mapping(mapping)
+
+
+def test_profile_bytes_round_trip() -> None:
+    original = Profile(
+        "p-1",
+        TENANT,
+        {"user_id": ["u1"], "email": ["a@x.com", "b@x.com"]},
+        1000,
+        2000,
+        merges=2,
+        merged_from=["p-2", "p-3"],
+        merged_into="",
+        version=42,
+    )
+    data = original.to_bytes()
+    assert orjson.loads(data) == [
+        1,
+        "p-1",
+        "acme",
+        {"user_id": ["u1"], "email": ["a@x.com", "b@x.com"]},
+        1000,
+        2000,
+        2,
+        ["p-2", "p-3"],
+        "",
+        42,
+    ]
+    assert Profile.from_bytes(data) == original
+
+
+def test_rules_and_profiles_pickle() -> None:
+    rules = IdentityRules.from_mapping(
+        {"types": {"crm_id": {"priority": 0, "source": "traits.crm"}}, "blocked": ["guest"]}
+    )
+    copy_ = pickle.loads(pickle.dumps(rules))
+    assert copy_ == rules
+    row, _ = ev(1000, user_id="guest", traits={"crm": "c1"})
+    assert extract_identifiers(row, copy_) == [("crm_id", "c1")]
+    p = Profile("p-1", TENANT, {"user_id": ["u1"]}, 1, 2)
+    assert pickle.loads(pickle.dumps(p)) == p

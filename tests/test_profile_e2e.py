@@ -1,0 +1,112 @@
+"""The profile stage on the real local stack, with a TaskManager killed mid-stream.
+
+The generator's stream (shared devices, anonymous visitors who identify later, aliases,
+duplicates, late and malformed events, tagged and untagged cost) goes through the whole job
+on the standalone cluster. Mid-stream, after a checkpoint, the TaskManager running the job is
+killed; between the two halves of the stream a dimension change (and a malformed one) is
+published on the changelog topic. Afterwards ClickHouse (events with profile ids and
+enrichment, profiles, links, merges, cost allocations) and Redis (identifier lookups,
+profile hashes) must equal the independent models in tests/reference_*.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import time
+
+import orjson
+import pytest
+
+from tests import ingest_flow, profile_flow
+from tests.support import wait_until
+from tests.test_exactly_once import taskmanager_pid_of, wait_mid_stream
+from tidemark import flink_rest
+from tidemark.gen import DEFAULT_START_MS
+from tidemark.gen_dimensions import write_dimension_files
+from tidemark.produce import produce
+from tidemark.stack import flink
+
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
+
+SEED = 31
+COUNT = 60_000  # one simulated minute at the generator's 1000 records/s
+CHANGE_VALID_FROM = DEFAULT_START_MS + 40_000  # inside the second half's event times
+
+
+def renamed_product(dimensions_dir) -> dict:
+    """The first product of the files, renamed from CHANGE_VALID_FROM on."""
+    with (dimensions_dir / "products.csv").open() as handle:
+        first = next(csv.DictReader(handle))
+    return {**first, "name": f"Renamed {first['name']}", "valid_from": str(CHANGE_VALID_FROM)}
+
+
+def test_profiles_enrichment_and_allocations_exact_after_taskmanager_kill(stack_cfg, tmp_path):
+    dims = tmp_path / "dimensions"
+    write_dimension_files(dims, seed=SEED, start_ms=DEFAULT_START_MS, change_after_ms=30_000)
+    case = ingest_flow.new_case(
+        stack_cfg,
+        seed=SEED,
+        count=COUNT,
+        extra_overrides=[
+            f"enrichment.dimensions_dir={dims}",
+            "enrichment.changelog_poll_interval_ms=200",
+        ],
+    )
+    # What the model sees: the files plus the change the job will receive on the changelog.
+    model_dims = tmp_path / "model-dimensions"
+    shutil.copytree(dims, model_dims)
+    change = renamed_product(dims)
+    with (model_dims / "products.csv").open("a", newline="") as handle:
+        csv.DictWriter(handle, fieldnames=list(change)).writerow(change)
+    bad_change = b'{"dimension": "products", "op": "upsert", "key": {"tenant_id": "acme"}}'
+    case.expected.dead_letters[bad_change] += 1
+    want = profile_flow.expectation(case, model_dims)
+
+    half = len(case.records) // 2
+    ingest_flow.produce_range(case, 0, half)
+    job_id = ingest_flow.start_job(case)
+    url = flink.rest_url(case.cfg)
+    try:
+        wait_mid_stream(case, job_id)
+        victim = taskmanager_pid_of(case, job_id)
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: flink_rest.restarts(url, job_id) >= 1, 120, "the job to restart")
+
+        key = {"tenant_id": change["tenant_id"], "sku": change["sku"]}
+        attributes = {k: change[k] for k in ("name", "category", "price")}
+        good_change = orjson.dumps(
+            {"dimension": "products", "op": "upsert", "key": key,
+             "valid_from": CHANGE_VALID_FROM, "attributes": attributes}
+        )  # fmt: skip
+        topic = case.cfg.enrichment.changelog_topic
+        produce(case.cfg, [(None, good_change), (None, bad_change)], topic=topic)
+        time.sleep(5)  # the changelog reader polls every 200 ms; the change is applied first
+        ingest_flow.produce_range(case, half, len(case.records))
+
+        ingest_flow.wait_for_all_rows(case, job_id, timeout=420)
+        ingest_flow.assert_exact(case)
+        profile_flow.assert_events(case.cfg, want)
+        profile_flow.assert_allocations(case.cfg, want)
+        wait_until(
+            lambda: passes(profile_flow.assert_identity_tables, case, want), 60, "identity tables"
+        )
+        profile_flow.assert_identity_tables(case.cfg, want)
+        wait_until(lambda: passes(profile_flow.assert_redis, case, want), 60, "Redis")
+        profile_flow.assert_redis(case.cfg, want)
+        assert want.identity.merges, "the stream should exercise merges"
+        renamed = [k for k, v in want.enrichment.items() if change["name"] in v["product_names"]]
+        assert renamed, "some events should be enriched with the changed product version"
+    finally:
+        flink_rest.cancel(url, job_id)
+        flink.start_taskmanager(case.cfg)  # back to two, as a supervisor would
+
+
+def passes(check, case: ingest_flow.IngestCase, want: profile_flow.ProfileExpectation) -> bool:
+    try:
+        check(case.cfg, want)
+        return True
+    except AssertionError:
+        return False

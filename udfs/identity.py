@@ -1,0 +1,725 @@
+"""Identity resolution: which customer profile an event belongs to, merging profiles as
+identifiers connect them.
+
+Why a pure-Python engine with a store protocol: the Flink operator keeps links and profiles in
+keyed state (MapState behind a cache), while tests and replays want a dict. Keeping Flink out of
+this module lets the rules be tested by a table of scenarios in milliseconds, and lets the
+operator swap the storage without touching the rules.
+
+The model: an event carries identifiers (type, value) such as ("email", "ana@x.com"). Each
+identifier is linked to at most one live profile; an event whose identifiers are linked to
+several profiles merges them into one winner. Limits (values per type, identifiers and merges
+per profile) and the hard rule "never merge two different user_ids" stop one shared or junk
+identifier from collapsing many people into a single profile: when an event would break a rule,
+its weakest identifiers are dropped, one at a time, until it does not.
+
+This runs once per event at stream rate, so the hot path is dict lookups and small sets:
+phonenumbers is called only when a phone is present (behind a bounded memo), and the JSON
+columns are parsed only when a configured custom type needs them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+import phonenumbers
+
+#: Namespace of the uuid5 profile ids, so an id is a pure function of tenant and identifier.
+TIDEMARK_NAMESPACE = uuid.UUID("6f1d5c1e-3f7a-4b61-9a54-2d0c7e1a8b90")
+
+NORMALIZERS = ("trim", "lower", "e164")
+#: Row columns a type may read directly; anything else is a path into a JSON column.
+ROW_COLUMNS = ("user_id", "email", "phone", "device_id", "anonymous_id")
+JSON_COLUMNS = ("traits", "properties", "context")
+#: Values that mean "no identity" in real SDK traffic, compared case-insensitively.
+DEFAULT_BLOCKED = frozenset(
+    {"", "null", "undefined", "anonymous", "0", "-1", "none", "nil", "n/a", "unknown"}
+)
+_PROFILE_FORMAT = 1  # first element of Profile.to_bytes, so the layout can evolve
+_UNKNOWN_PRIORITY = 1 << 30  # a type a profile holds but the rules no longer define
+_E164_MEMO_SIZE = 4096
+_MISSING = object()
+
+
+# --- rules --------------------------------------------------------------------------------------
+
+
+# No slots=True on these dataclasses: jobs pickle the udfs package by value (see
+# jobs/environment.py), and cloudpickle 2.2 rebuilds slotted dataclass instances without their
+# attributes.
+@dataclass(frozen=True)
+class IdentifierType:
+    """One kind of identifier: its strength, how many values a profile may hold, and where the
+    events row carries it."""
+
+    name: str
+    priority: int  # lower is stronger: wins ordering, is dropped last
+    limit: int  # distinct values one profile may hold
+    normalize: tuple[str, ...]  # applied in order; see NORMALIZERS
+    source: str  # a ROW_COLUMNS name, or "<json column>.<key>[.<key>...]"
+
+
+DEFAULT_TYPES = (
+    IdentifierType("user_id", 0, 1, ("trim",), "user_id"),
+    IdentifierType("email", 1, 5, ("trim", "lower"), "email"),
+    IdentifierType("phone", 2, 5, ("e164",), "phone"),
+    IdentifierType("device_id", 3, 5, ("trim", "lower"), "device_id"),
+    IdentifierType("anonymous_id", 4, 5, ("trim", "lower"), "anonymous_id"),
+)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A type compiled for extraction: where to read it, how to normalize, what to refuse."""
+
+    name: str
+    column: str  # the row key to read
+    path: tuple[str, ...]  # keys inside the parsed JSON column; () for a plain column
+    ops: tuple[str, ...]
+    blocked: frozenset[str]
+
+
+@dataclass(frozen=True)
+class IdentityRules:
+    """The identity section of the settings: identifier types, blocked values and caps.
+
+    Build it with `from_mapping` (validates, names the bad key) or `default()`.
+    """
+
+    types: tuple[IdentifierType, ...] = DEFAULT_TYPES
+    blocked: frozenset[str] = DEFAULT_BLOCKED  # global, lower-case
+    blocked_by_type: dict[str, frozenset[str]] = field(default_factory=dict, hash=False)
+    max_identifiers: int = 50
+    max_merges: int = 25
+    alias_previous_id_type: str = "anonymous_id"
+    default_phone_region: str = "US"
+    # Derived in __post_init__: lookups the hot path needs precomputed.
+    _plans: tuple[_Plan, ...] = field(init=False, repr=False, compare=False)
+    _alias_plan: _Plan = field(init=False, repr=False, compare=False)
+    _order: dict[str, tuple[int, str]] = field(init=False, repr=False, compare=False)
+    _limits: dict[str, int] = field(init=False, repr=False, compare=False)
+    _hard_types: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        types = tuple(sorted(self.types, key=lambda t: (t.priority, t.name)))
+        names = {t.name for t in types}
+        if len(names) != len(types):
+            raise ValueError("identity.types: duplicate type names")
+        if self.alias_previous_id_type not in names:
+            raise ValueError(
+                f"identity.alias_previous_id_type: unknown type {self.alias_previous_id_type!r}"
+            )
+        plans = tuple(self._compile(t) for t in types)
+        setter = object.__setattr__
+        setter(self, "types", types)
+        setter(self, "_plans", plans)
+        setter(self, "_alias_plan", next(p for p in plans if p.name == self.alias_previous_id_type))
+        setter(self, "_order", {t.name: (t.priority, t.name) for t in types})
+        setter(self, "_limits", {t.name: t.limit for t in types})
+        # user_id never merges with a different user_id, whatever its limit; nor does any type
+        # a profile may hold only once.
+        hard = tuple(t.name for t in types if t.name == "user_id" or t.limit == 1)
+        setter(self, "_hard_types", hard)
+
+    def _compile(self, t: IdentifierType) -> _Plan:
+        blocked = self.blocked | self.blocked_by_type.get(t.name, frozenset())
+        if t.source in ROW_COLUMNS:
+            return _Plan(t.name, t.source, (), t.normalize, blocked)
+        column, *path = t.source.split(".")
+        return _Plan(t.name, column, tuple(path), t.normalize, blocked)
+
+    @classmethod
+    def default(cls) -> IdentityRules:
+        """The built-in rules: DEFAULT_TYPES, DEFAULT_BLOCKED, 50 identifiers, 25 merges."""
+        return cls()
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> IdentityRules:
+        """Rules from the `identity` settings section; defaults for what it leaves out.
+
+        Raises ValueError naming the offending key, e.g. "identity.types.email.limit: must be a
+        positive integer", so a typo fails at submit time rather than silently defaulting.
+        """
+        return _rules_from_mapping(mapping)
+
+    def sort_key(self, identifier: tuple[str, str]) -> tuple[int, str, str]:
+        """(priority, type, value): the order of identifiers everywhere in this module."""
+        priority, name = self._order.get(identifier[0], (_UNKNOWN_PRIORITY, identifier[0]))
+        return priority, name, identifier[1]
+
+
+_RULE_KEYS = (
+    "types",
+    "blocked",
+    "blocked_by_type",
+    "max_identifiers",
+    "max_merges",
+    "alias_previous_id_type",
+    "default_phone_region",
+)
+_TYPE_KEYS = ("priority", "limit", "normalize", "source")
+
+
+def _int(value: Any, key: str, minimum: int) -> int:
+    if value.__class__ is not int or value < minimum:
+        kind = "a positive integer" if minimum == 1 else "a non-negative integer"
+        raise ValueError(f"{key}: must be {kind}, got {value!r}")
+    return value
+
+
+def _mapping(value: Any, key: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{key}: must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _strings(value: Any, key: str) -> list[str]:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ValueError(f"{key}: must be a list of strings, got {type(value).__name__}")
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise ValueError(f"{key}[{i}]: must be a string, got {type(item).__name__}")
+    return list(value)
+
+
+def _type_name_ok(name: Any) -> bool:
+    """Lower-case letters, digits and '_': type names appear in "type:value" reasons."""
+    return (
+        isinstance(name, str)
+        and name[:1].isalpha()
+        and name.isascii()
+        and name.replace("_", "").isalnum()
+        and name == name.lower()
+    )
+
+
+def _source(value: Any, key: str) -> str:
+    if isinstance(value, str):
+        if value in ROW_COLUMNS:
+            return value
+        column, _, path = value.partition(".")
+        if column in JSON_COLUMNS and path and all(path.split(".")):
+            return value
+    raise ValueError(
+        f"{key}: must be one of {', '.join(ROW_COLUMNS)} or traits.<name>, properties.<name>,"
+        f" context.<name>; got {value!r}"
+    )
+
+
+def _identifier_type(name: str, spec: Any, base: IdentifierType | None) -> IdentifierType:
+    key = f"identity.types.{name}"
+    spec = _mapping(spec, key)
+    for sub in spec:
+        if sub not in _TYPE_KEYS:
+            raise ValueError(f"{key}.{sub}: unknown key (expected one of {', '.join(_TYPE_KEYS)})")
+    if base is None:  # a custom type says where it lives and how strong it is
+        for required in ("source", "priority"):
+            if required not in spec:
+                raise ValueError(f"{key}.{required}: required for a custom identifier type")
+    priority = base.priority if base else 0
+    limit = base.limit if base else 5
+    normalize = base.normalize if base else ("trim",)
+    source = base.source if base else ""
+    if "priority" in spec:
+        priority = _int(spec["priority"], f"{key}.priority", 0)
+    if "limit" in spec:
+        limit = _int(spec["limit"], f"{key}.limit", 1)
+    if "normalize" in spec:
+        ops = _strings(spec["normalize"], f"{key}.normalize")
+        for op in ops:
+            if op not in NORMALIZERS:
+                raise ValueError(
+                    f"{key}.normalize: unknown normalizer {op!r}"
+                    f" (expected one of {', '.join(NORMALIZERS)})"
+                )
+        normalize = tuple(ops)
+    if "source" in spec:
+        source = _source(spec["source"], f"{key}.source")
+    return IdentifierType(name, priority, limit, normalize, source)
+
+
+def _rules_from_mapping(mapping: Mapping[str, Any]) -> IdentityRules:
+    mapping = _mapping(mapping, "identity")
+    for key in mapping:
+        if key not in _RULE_KEYS:
+            raise ValueError(
+                f"identity.{key}: unknown key (expected one of {', '.join(_RULE_KEYS)})"
+            )
+    types = {t.name: t for t in DEFAULT_TYPES}
+    for name, spec in _mapping(mapping.get("types", {}), "identity.types").items():
+        if not _type_name_ok(name):
+            raise ValueError(
+                f"identity.types.{name}: a type name is lower-case letters, digits and '_',"
+                " starting with a letter"
+            )
+        types[name] = _identifier_type(name, spec, types.get(name))
+    blocked = set(DEFAULT_BLOCKED)
+    if "blocked" in mapping:
+        blocked.update(v.lower() for v in _strings(mapping["blocked"], "identity.blocked"))
+    by_type: dict[str, frozenset[str]] = {}
+    raw_by_type = _mapping(mapping.get("blocked_by_type", {}), "identity.blocked_by_type")
+    for name, values in raw_by_type.items():
+        key = f"identity.blocked_by_type.{name}"
+        if name not in types:
+            raise ValueError(f"{key}: unknown identifier type {name!r}")
+        by_type[name] = frozenset(v.lower() for v in _strings(values, key))
+    alias_type = mapping.get("alias_previous_id_type", "anonymous_id")
+    if alias_type not in types:
+        raise ValueError(
+            f"identity.alias_previous_id_type: must be an identifier type"
+            f" ({', '.join(sorted(types))}), got {alias_type!r}"
+        )
+    region = mapping.get("default_phone_region", "US")
+    if not isinstance(region, str) or region.upper() not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(
+            f"identity.default_phone_region: must be a two-letter region code such as 'US',"
+            f" got {region!r}"
+        )
+    return IdentityRules(
+        types=tuple(types.values()),
+        blocked=frozenset(blocked),
+        blocked_by_type=by_type,
+        max_identifiers=_int(mapping.get("max_identifiers", 50), "identity.max_identifiers", 1),
+        max_merges=_int(mapping.get("max_merges", 25), "identity.max_merges", 0),
+        alias_previous_id_type=alias_type,
+        default_phone_region=region.upper(),
+    )
+
+
+# --- extraction ---------------------------------------------------------------------------------
+
+_e164_memo: dict[tuple[str, str], str | None] = {}
+
+
+def _e164(value: str, region: str) -> str | None:
+    """A phone in E.164, or None when phonenumbers cannot read it as a possible number.
+
+    Memoised (bounded) because a person's phone recurs on every identify and parsing costs
+    tens of microseconds.
+    """
+    key = (value, region)
+    hit = _e164_memo.get(key, _MISSING)
+    if hit is not _MISSING:
+        return hit  # type: ignore[return-value]
+    try:
+        number = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException:
+        result = None
+    else:
+        result = (
+            phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+            if phonenumbers.is_possible_number(number)
+            else None
+        )
+    if len(_e164_memo) >= _E164_MEMO_SIZE:
+        _e164_memo.clear()
+    _e164_memo[key] = result
+    return result
+
+
+def _normalized(raw: Any, plan: _Plan, region: str) -> str | None:
+    """The identifier value for a raw field, or None when absent, invalid or blocked."""
+    if raw.__class__ is not str:
+        if raw.__class__ is not int:  # JSON numbers are ids too (customer_number: 1234)
+            return None
+        raw = str(raw)
+    if not raw:
+        return None
+    value = raw
+    for op in plan.ops:
+        if op == "trim":
+            value = value.strip()
+        elif op == "lower":
+            value = value.lower()
+        else:
+            value = _e164(value, region)
+            if value is None:
+                return None
+    # Blocked: the listed junk values, and ids made only of zeros and dashes (all-zero UUIDs).
+    if not value.strip("0-") or value.lower() in plan.blocked:
+        return None
+    return value
+
+
+def _json_field(row: Mapping[str, Any], plan: _Plan, parsed: dict[str, Any]) -> Any:
+    """A value inside one of the row's JSON columns, parsing each column at most once."""
+    doc = parsed.get(plan.column, _MISSING)
+    if doc is _MISSING:
+        doc = row.get(plan.column)
+        if doc.__class__ in (str, bytes):
+            try:
+                doc = orjson.loads(doc)
+            except orjson.JSONDecodeError:
+                doc = None
+        parsed[plan.column] = doc
+    for key in plan.path:
+        if doc.__class__ is not dict:
+            return None
+        doc = doc.get(key)
+    return doc
+
+
+def extract_identifiers(row: Mapping[str, Any], rules: IdentityRules) -> list[tuple[str, str]]:
+    """The identifiers of one events row: normalized, blocked ones removed, de-duplicated and
+    sorted by (priority, type name, value)."""
+    region = rules.default_phone_region
+    found: list[tuple[str, str]] = []
+    parsed: dict[str, Any] = {}
+    for plan in rules._plans:
+        raw = _json_field(row, plan, parsed) if plan.path else row.get(plan.column)
+        if raw:
+            value = _normalized(raw, plan, region)
+            if value is not None:
+                found.append((plan.name, value))
+    if row.get("type") == "alias":
+        # Alias ties the previous (usually anonymous) id to the user: it is an identifier too.
+        value = _normalized(row.get("previous_id"), rules._alias_plan, region)
+        if value is not None:
+            extra = (rules._alias_plan.name, value)
+            if extra not in found:
+                found.append(extra)
+                found.sort(key=rules.sort_key)
+    return found
+
+
+# --- profiles and the store ---------------------------------------------------------------------
+
+
+@dataclass
+class Profile:
+    """One resolved customer: the identifiers linked to it and its merge history.
+
+    A profile that lost a merge keeps its fields (for audit and for rekeying downstream
+    state) with merged_into set to the winner; no link points at it any more.
+    """
+
+    profile_id: str
+    tenant_id: str
+    identifiers: dict[str, list[str]] = field(default_factory=dict)  # values in link order
+    first_seen_ms: int = 0
+    last_seen_ms: int = 0
+    merges: int = 0  # profiles merged into this one, transitively
+    merged_from: list[str] = field(default_factory=list)  # their ids, in merge order
+    merged_into: str = ""
+    version: int = 0  # the caller's per-tenant sequence number of the last change
+
+    def to_bytes(self) -> bytes:
+        """Compact positional JSON for Flink state (no field names on every profile)."""
+        return orjson.dumps(
+            [
+                _PROFILE_FORMAT,
+                self.profile_id,
+                self.tenant_id,
+                self.identifiers,
+                self.first_seen_ms,
+                self.last_seen_ms,
+                self.merges,
+                self.merged_from,
+                self.merged_into,
+                self.version,
+            ]
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Profile:
+        """The inverse of to_bytes."""
+        fmt, *fields = orjson.loads(data)
+        if fmt != _PROFILE_FORMAT:
+            raise ValueError(f"unknown profile format {fmt!r}")
+        return cls(*fields)
+
+
+class IdentityStore(Protocol):
+    """Where links (identifier -> live profile id) and profiles live, per tenant."""
+
+    def get_link(self, tenant_id: str, id_type: str, value: str) -> str | None: ...
+
+    def put_link(self, tenant_id: str, id_type: str, value: str, profile_id: str) -> None: ...
+
+    def get_profile(self, tenant_id: str, profile_id: str) -> Profile | None: ...
+
+    def put_profile(self, profile: Profile) -> None: ...
+
+
+@dataclass
+class DictStore:
+    """An in-memory IdentityStore for tests and benchmarks.
+
+    Profiles are kept serialized, as Flink state keeps them: a caller mutating a returned
+    Profile changes nothing until put_profile, and two stores compare equal exactly when
+    their contents do.
+    """
+
+    links: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    profiles: dict[tuple[str, str], bytes] = field(default_factory=dict)
+
+    def get_link(self, tenant_id: str, id_type: str, value: str) -> str | None:
+        return self.links.get((tenant_id, id_type, value))
+
+    def put_link(self, tenant_id: str, id_type: str, value: str, profile_id: str) -> None:
+        self.links[(tenant_id, id_type, value)] = profile_id
+
+    def get_profile(self, tenant_id: str, profile_id: str) -> Profile | None:
+        data = self.profiles.get((tenant_id, profile_id))
+        return None if data is None else Profile.from_bytes(data)
+
+    def put_profile(self, profile: Profile) -> None:
+        self.profiles[(profile.tenant_id, profile.profile_id)] = profile.to_bytes()
+
+    def all_profiles(self, tenant_id: str) -> list[Profile]:
+        """Every profile of a tenant, merged-away ones included."""
+        return [Profile.from_bytes(d) for (t, _), d in self.profiles.items() if t == tenant_id]
+
+
+# --- resolution ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Merge:
+    """One profile merged into another; rekeyed lists every old id now resolving to winner."""
+
+    tenant_id: str
+    winner: str
+    loser: str
+    reason: str  # "type:value" of the event's strongest identifier linked to the loser
+    message_id: str
+    event_time_ms: int
+    version: int
+    rekeyed: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The outcome of one event; profile_id is "" when the event has no usable identifier."""
+
+    profile_id: str
+    merges: tuple[Merge, ...] = ()
+    dropped: tuple[tuple[str, str, str], ...] = ()  # (type, value, reason)
+    linked: tuple[tuple[str, str], ...] = ()  # newly (re-)linked to profile_id, sorted
+
+
+_UNRESOLVED = Resolution("")
+
+
+def profile_id_for(tenant_id: str, id_type: str, value: str) -> str:
+    """The id of a profile created for this identifier: stable across runs and replays."""
+    return str(uuid.uuid5(TIDEMARK_NAMESPACE, f"{tenant_id}\x1f{id_type}\x1f{value}"))
+
+
+class IdentityResolver:
+    """Applies the identity rules to one event at a time against a store."""
+
+    def __init__(self, rules: IdentityRules, store: IdentityStore) -> None:
+        self.rules = rules
+        self.store = store
+
+    def resolve(
+        self,
+        tenant_id: str,
+        identifiers: list[tuple[str, str]],
+        event_time_ms: int,
+        message_id: str,
+        version: int,
+    ) -> Resolution:
+        """Resolve an event's identifiers (from extract_identifiers, in its order) to a profile,
+        linking, merging and dropping identifiers as the rules say.
+
+        `version` is the caller's per-tenant sequence number; everything written here gets it.
+        Nothing is written when nothing changes, so re-applying an event is a no-op.
+        """
+        if not identifiers:
+            return _UNRESOLVED
+        store = self.store
+        ids = [(t, v) for t, v in identifiers]
+        # Links and profiles cannot change while the candidate shrinks: read each once.
+        link_of: dict[tuple[str, str], str] = {}
+        profiles: dict[str, Profile] = {}
+        for ident in ids:
+            pid = store.get_link(tenant_id, ident[0], ident[1])
+            if pid is None:
+                continue
+            if pid not in profiles:
+                profile = store.get_profile(tenant_id, pid)
+                if profile is None:  # a dangling link: treat the identifier as new
+                    continue
+                profiles[pid] = profile
+            link_of[ident] = pid
+
+        dropped: list[tuple[str, str, str]] = []
+        while True:
+            members = list(dict.fromkeys(link_of[i] for i in ids if i in link_of))
+            reason = self._violation(ids, [profiles[p] for p in members], link_of)
+            if reason is None:
+                break
+            id_type, value = ids.pop()  # the weakest identifier goes first
+            dropped.append((id_type, value, reason))
+            if not ids:
+                return Resolution("", (), tuple(dropped), ())
+
+        new_ids = [i for i in ids if i not in link_of]
+        if not members:
+            return self._create(tenant_id, ids, event_time_ms, version, dropped)
+        if len(members) == 1:
+            profile = profiles[members[0]]
+            changed = self._link(profile, new_ids)
+            changed = _touch(profile, event_time_ms) or changed
+            if changed:
+                profile.version = version
+                store.put_profile(profile)
+            linked = tuple(sorted(new_ids, key=self.rules.sort_key))
+            return Resolution(profile.profile_id, (), tuple(dropped), linked)
+        return self._merge(
+            tenant_id,
+            ids,
+            [profiles[p] for p in members],
+            link_of,
+            new_ids,
+            event_time_ms,
+            message_id,
+            version,
+            dropped,
+        )
+
+    def _violation(
+        self,
+        ids: list[tuple[str, str]],
+        members: list[Profile],
+        link_of: dict[tuple[str, str], str],
+    ) -> str | None:
+        """The first rule the would-be union breaks, as a drop reason; None when it is valid."""
+        rules = self.rules
+        union: dict[str, set[str]] = {}
+        for profile in members:
+            for id_type, values in profile.identifiers.items():
+                have = union.get(id_type)
+                if have is None:
+                    union[id_type] = set(values)
+                else:
+                    have.update(values)
+        for ident in ids:
+            if ident not in link_of:
+                have = union.get(ident[0])
+                if have is None:
+                    union[ident[0]] = {ident[1]}
+                else:
+                    have.add(ident[1])
+        limits = rules._limits
+        over = [t for t, values in union.items() if len(values) > limits.get(t, len(values))]
+        if over:
+            return "limit:" + min(over, key=lambda t: rules.sort_key((t, "")))
+        if sum(len(values) for values in union.values()) > rules.max_identifiers:
+            return "max_identifiers"
+        if len(members) >= 2:
+            if sum(p.merges for p in members) + len(members) - 1 > rules.max_merges:
+                return "max_merges"
+            for id_type in rules._hard_types:
+                holders = [p.identifiers[id_type] for p in members if p.identifiers.get(id_type)]
+                if len(holders) >= 2 and len(set().union(*holders)) >= 2:
+                    return "conflict:" + id_type
+        return None
+
+    def _link(self, profile: Profile, new_ids: list[tuple[str, str]]) -> bool:
+        """Link identifiers to a profile (appending them to it); True if there were any."""
+        put_link = self.store.put_link
+        identifiers = profile.identifiers
+        for id_type, value in new_ids:
+            values = identifiers.get(id_type)
+            if values is None:
+                identifiers[id_type] = [value]
+            elif value not in values:
+                values.append(value)
+            put_link(profile.tenant_id, id_type, value, profile.profile_id)
+        return bool(new_ids)
+
+    def _create(
+        self,
+        tenant_id: str,
+        ids: list[tuple[str, str]],
+        event_time_ms: int,
+        version: int,
+        dropped: list[tuple[str, str, str]],
+    ) -> Resolution:
+        profile = Profile(
+            profile_id_for(tenant_id, ids[0][0], ids[0][1]),
+            tenant_id,
+            {},
+            event_time_ms,
+            event_time_ms,
+            version=version,
+        )
+        self._link(profile, ids)
+        self.store.put_profile(profile)
+        return Resolution(profile.profile_id, (), tuple(dropped), tuple(ids))
+
+    def _merge(
+        self,
+        tenant_id: str,
+        ids: list[tuple[str, str]],
+        members: list[Profile],
+        link_of: dict[tuple[str, str], str],
+        new_ids: list[tuple[str, str]],
+        event_time_ms: int,
+        message_id: str,
+        version: int,
+        dropped: list[tuple[str, str, str]],
+    ) -> Resolution:
+        """Merge every member into the winner: a known user first, then the oldest profile."""
+        members.sort(
+            key=lambda p: (not p.identifiers.get("user_id"), p.first_seen_ms, p.profile_id)
+        )
+        winner, losers = members[0], members[1:]
+        losers.sort(key=lambda p: (p.first_seen_ms, p.profile_id))
+        store = self.store
+        merges: list[Merge] = []
+        linked: list[tuple[str, str]] = []
+        for loser in losers:
+            moved = [(t, v) for t, values in loser.identifiers.items() for v in values]
+            self._link(winner, moved)
+            linked.extend(moved)
+            rekeyed = (loser.profile_id, *loser.merged_from)
+            winner.merges += 1 + loser.merges
+            winner.merged_from.extend(rekeyed)
+            winner.first_seen_ms = min(winner.first_seen_ms, loser.first_seen_ms)
+            winner.last_seen_ms = max(winner.last_seen_ms, loser.last_seen_ms)
+            loser.merged_into = winner.profile_id
+            loser.version = version
+            store.put_profile(loser)
+            reason = next(f"{t}:{v}" for t, v in ids if link_of.get((t, v)) == loser.profile_id)
+            merges.append(
+                Merge(
+                    tenant_id,
+                    winner.profile_id,
+                    loser.profile_id,
+                    reason,
+                    message_id,
+                    event_time_ms,
+                    version,
+                    rekeyed,
+                )
+            )
+        self._link(winner, new_ids)
+        linked.extend(new_ids)
+        _touch(winner, event_time_ms)
+        winner.version = version
+        store.put_profile(winner)
+        return Resolution(
+            winner.profile_id,
+            tuple(merges),
+            tuple(dropped),
+            tuple(sorted(linked, key=self.rules.sort_key)),
+        )
+
+
+def _touch(profile: Profile, event_time_ms: int) -> bool:
+    """Widen first/last seen to include the event; True if either moved."""
+    if event_time_ms < profile.first_seen_ms:
+        profile.first_seen_ms = event_time_ms
+        return True
+    if event_time_ms > profile.last_seen_ms:
+        profile.last_seen_ms = event_time_ms
+        return True
+    return False
