@@ -478,6 +478,27 @@ def checkpoint_stats(url: str, job_id: str) -> dict[str, Any]:
     }
 
 
+def operator_busy_ms(url: str, job_id: str) -> dict[str, int]:
+    """The `busy_ms` counters of the Python operators (time spent in each), summed over
+    subtasks: where the job's time goes."""
+    busy: dict[str, int] = {}
+    for vertex in flink_rest.call(url, f"/jobs/{job_id}").get("vertices", []):
+        base = f"/jobs/{job_id}/vertices/{vertex['id']}"
+        names = [
+            m["id"]
+            for m in flink_rest.call(url, f"{base}/metrics")
+            if m["id"].endswith(("busy_ms", "cpu_ms"))
+        ]
+        if not names:
+            continue
+        values = flink_rest.call(url, f"{base}/metrics?get={','.join(names)}")
+        for metric in values:
+            group, kind = metric["id"].split(".")[-2:]  # 0.<op>.tidemark_kafka.busy_ms
+            name = f"{group} {kind.removesuffix('_ms')}"
+            busy[name] = busy.get(name, 0) + int(float(metric["value"]))
+    return busy
+
+
 def root_cause(stacktrace: str) -> str:
     """The innermost `Caused by:` line of a Java stack trace (or its first line)."""
     lines = [line.strip() for line in stacktrace.splitlines() if line.strip()]
@@ -863,6 +884,7 @@ def run(args: argparse.Namespace) -> Report:
             job_id = run_phase1(cfg, args, backlog, report)
             run_phase2(cfg, args, job_id, report)
             report.checkpoints = checkpoint_stats(url, job_id)
+            report.job["python_busy_ms"] = operator_busy_ms(url, job_id)
             detail = flink_rest.call(url, f"/jobs/{job_id}")
             report.job.update(
                 state=detail.get("state"),
@@ -1078,6 +1100,12 @@ def _footer(report: Report) -> list[str]:
         f"job      {job.get('id', '-')}: {job.get('state', '-')} before cancel, "
         f"restarts {job.get('restarts', '-')}",
     ]
+    busy = job.get("python_busy_ms") or {}
+    if busy:
+        out.append(
+            "python   seconds in each operator's Python, wall (busy) and thread CPU: "
+            + ", ".join(f"{name} {ms / 1000:.1f}" for name, ms in sorted(busy.items()))
+        )
     if logs:
         out.append(
             f"logs     {logs['error_lines']} ERROR, {logs['warn_lines']} WARN lines "

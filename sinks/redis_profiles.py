@@ -19,13 +19,16 @@ stored one. A replay after a failure, re-sending older rows, therefore never mov
 backwards, and re-sending the same version rewrites identical values: the sink is idempotent,
 and with the job's checkpointed state that makes Redis exactly-once in effect.
 
-Writes are pipelined, one round trip per batch, and retried with backoff: a Redis restart
-costs a pause, not lost updates (the batch is written again when Redis is back; a batch that
-keeps failing fails the job, which replays it from the last checkpoint).
+Writes go in one script call per 500 keys (measured: one EVALSHA per key cost ~35 us of
+Python each, more than the rest of the stage per event), pipelined, and retried with
+backoff: a Redis restart costs a pause, not lost updates (the batch is written again when
+Redis is back; a batch that keeps failing fails the job, which replays it from the last
+checkpoint).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,14 +39,27 @@ from pyflink.datastream import MapFunction, RuntimeContext
 
 from sinks.retry import retry_with_backoff
 
-#: KEYS[1] = hash key; ARGV[1] = version; ARGV[2] = TTL seconds (0: none); ARGV[3..] = pairs.
-VERSIONED_HSET = """
-local current = redis.call('HGET', KEYS[1], '_v')
-if current and tonumber(current) > tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], '_v', ARGV[1], unpack(ARGV, 3))
-if tonumber(ARGV[2]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-return 1
+#: A versioned HSET of many keys in one call. KEYS = the hashes; ARGV[1] = TTL seconds (0:
+#: none), then per key: version, n, and n field/value items. A key whose stored `_v` is newer
+#: is left alone. Returns how many keys were written.
+VERSIONED_HSETS = """
+local ttl = tonumber(ARGV[1])
+local pos = 2
+local applied = 0
+for _, key in ipairs(KEYS) do
+  local version = ARGV[pos]
+  local n = tonumber(ARGV[pos + 1])
+  local current = redis.call('HGET', key, '_v')
+  if not current or tonumber(current) <= tonumber(version) then
+    redis.call('HSET', key, '_v', version, unpack(ARGV, pos + 2, pos + 1 + n))
+    if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+    applied = applied + 1
+  end
+  pos = pos + 2 + n
+end
+return applied
 """
+KEYS_PER_CALL = 500  # one script call holds Redis for ~1 ms at this size
 
 LINKS_TABLE = "identity_links"
 PROFILES_TABLE = "profiles"
@@ -121,26 +137,35 @@ class RedisProfileWriter(MapFunction):
             socket_timeout=10,
             socket_connect_timeout=5,
         )
-        self.versioned_hset = self.client.register_script(VERSIONED_HSET)
+        self.versioned_hsets = self.client.register_script(VERSIONED_HSETS)
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.connect()
         metrics = runtime_context.get_metrics_group().add_group("tidemark_redis")
         self.keys_written = metrics.counter("keys_written")
         self.stale_skipped = metrics.counter("stale_writes_skipped")
+        self.busy_ms = metrics.counter("busy_ms")
+        self.cpu_ms = metrics.counter("cpu_ms")  # CPU of the thread (busy_ms minus waiting)
 
     def close(self) -> None:
         self.client.close()
 
     def write_rows(self, table: str, rows: Iterable[Mapping[str, Any]]) -> tuple[int, int]:
-        """Write rows in one pipeline; return (applied, skipped as older than stored)."""
-        ttl = str(self.settings.profile_ttl_seconds)
+        """Write rows (one script call per KEYS_PER_CALL keys, pipelined); return (applied,
+        skipped as older than stored)."""
         writes = [writes_for(table, row, self.settings.key_prefix) for row in rows]
+        calls = []
+        for start in range(0, len(writes), KEYS_PER_CALL):
+            chunk = writes[start : start + KEYS_PER_CALL]
+            args: list[Any] = [self.settings.profile_ttl_seconds]
+            for _, version, fields in chunk:
+                args += [version, len(fields), *fields]
+            calls.append(([key for key, _, _ in chunk], args))
 
         def send() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
-            for key, version, fields in writes:
-                self.versioned_hset(keys=[key], args=[version, ttl, *fields], client=pipe)
+            for keys, args in calls:
+                self.versioned_hsets(keys=keys, args=args, client=pipe)
             return pipe.execute()
 
         results = retry_with_backoff(
@@ -149,12 +174,15 @@ class RedisProfileWriter(MapFunction):
             attempts=self.settings.write_retries,
             max_backoff_seconds=self.settings.write_backoff_max_seconds,
         )
-        applied = sum(1 for r in results if r == 1)
-        return applied, len(results) - applied
+        applied = sum(int(r) for r in results)
+        return applied, len(writes) - applied
 
     def map(self, value: Row) -> int:
+        began, began_cpu = time.perf_counter(), time.thread_time()
         table, body = value[0], value[2]
         applied, skipped = self.write_rows(table, (orjson.loads(x) for x in body.split("\n")))
         self.keys_written.inc(applied)
         self.stale_skipped.inc(skipped)
+        self.busy_ms.inc(int((time.perf_counter() - began) * 1000))
+        self.cpu_ms.inc(int((time.thread_time() - began_cpu) * 1000))
         return applied + skipped

@@ -213,6 +213,21 @@ def add_identifier(profile: Profile, kind: str, value: str) -> None:
     profile.identifiers.setdefault(kind, set()).add(value)
 
 
+def split_linked(
+    tenant_id: str, identifiers: list[tuple[str, str]], links: dict[tuple[str, str, str], str]
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """(distinct linked profile ids in the order first met, identifiers not linked yet)."""
+    matched: list[str] = []
+    unlinked: list[tuple[str, str]] = []
+    for kind, value in identifiers:
+        profile_id = links.get((tenant_id, kind, value))
+        if profile_id is None:
+            unlinked.append((kind, value))
+        elif profile_id not in matched:
+            matched.append(profile_id)
+    return matched, unlinked
+
+
 def is_valid(
     tenant_id: str,
     identifiers: list[tuple[str, str]],
@@ -221,14 +236,7 @@ def is_valid(
     rules: IdentityRules,
 ) -> bool:
     """Whether resolving these identifiers together keeps every limit."""
-    matched = []  # distinct linked profiles, in the order first met
-    unlinked = []
-    for kind, value in identifiers:
-        profile_id = links.get((tenant_id, kind, value))
-        if profile_id is None:
-            unlinked.append((kind, value))
-        elif profile_id not in matched:
-            matched.append(profile_id)
+    matched, unlinked = split_linked(tenant_id, identifiers, links)
 
     union = set(unlinked)
     for profile_id in matched:
@@ -298,14 +306,7 @@ def expected_identity(events: list[dict], rules: IdentityRules | None = None) ->
             continue
 
         event_ms = epoch_millis(doc["timestamp"])
-        matched = []
-        unlinked = []
-        for kind, value in identifiers:
-            profile_id = links.get((tenant_id, kind, value))
-            if profile_id is None:
-                unlinked.append((kind, value))
-            elif profile_id not in matched:
-                matched.append(profile_id)
+        matched, unlinked = split_linked(tenant_id, identifiers, links)
 
         if len(matched) == 0:
             kind, value = identifiers[0]

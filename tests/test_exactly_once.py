@@ -51,16 +51,23 @@ def taskmanager_pid_of(case: ingest_flow.IngestCase, job_id: str) -> int:
     return pid
 
 
+def kill_job_taskmanager(case: ingest_flow.IngestCase, job_id: str) -> int:
+    """Mid-stream, SIGKILL the TaskManager running the job; return its pid once it restarted."""
+    wait_mid_stream(case, job_id)
+    victim = taskmanager_pid_of(case, job_id)
+    os.kill(victim, signal.SIGKILL)
+    url = flink.rest_url(case.cfg)
+    wait_until(lambda: flink_rest.restarts(url, job_id) >= 1, 120, "the job to restart")
+    return victim
+
+
 def test_taskmanager_killed_mid_stream(stack_cfg):
     case = ingest_flow.new_case(stack_cfg, seed=21, count=200_000)
     ingest_flow.produce_all(case)
     job_id = ingest_flow.start_job(case)
     url = flink.rest_url(case.cfg)
     try:
-        wait_mid_stream(case, job_id)
-        victim = taskmanager_pid_of(case, job_id)
-        os.kill(victim, signal.SIGKILL)
-        wait_until(lambda: flink_rest.restarts(url, job_id) >= 1, 120, "the job to restart")
+        victim = kill_job_taskmanager(case, job_id)
         ingest_flow.wait_for_all_rows(case, job_id, timeout=420)
         ingest_flow.assert_exact(case)
         assert victim not in flink.taskmanager_pids(case.cfg)

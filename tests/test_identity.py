@@ -539,21 +539,24 @@ def test_an_identifier_over_a_cap_is_dropped_and_the_event_still_resolves() -> N
     assert (profile(store, U1).last_seen_ms, profile(store, U1).version) == (2000, 2)
 
 
-def test_a_profile_over_a_lowered_limit_resolves_nothing() -> None:
-    """Literal semantics: the existing profile alone breaks the new limit, so every identifier
-    of the event is dropped and the store is left alone."""
+def test_a_profile_over_a_lowered_limit_keeps_its_identifiers_but_takes_no_more() -> None:
+    """Lowering a limit does not orphan existing profiles: an event whose identifiers are all
+    on one profile already resolves to it; a new identifier of the full type is dropped."""
     store = DictStore()
     emails = [("email", f"e{i}@x.com") for i in range(3)]
-    IdentityResolver(IdentityRules.default(), store).resolve(
+    first = IdentityResolver(IdentityRules.default(), store).resolve(
         TENANT, [("user_id", "u1"), *emails], 1000, "m-1", 1
     )
-    before = copy.deepcopy(store)
     lowered = IdentityResolver(
         IdentityRules.from_mapping({"types": {"email": {"limit": 2}}}), store
     )
     result = lowered.resolve(TENANT, [("email", "e0@x.com")], 2000, "m-2", 2)
-    assert result == Resolution("", (), (("email", "e0@x.com", "limit:email"),), ())
-    assert store == before
+    assert result == Resolution(first.profile_id, (), (), ())
+    result = lowered.resolve(TENANT, [("user_id", "u1"), ("email", "e9@x.com")], 3000, "m-3", 3)
+    assert result == Resolution(first.profile_id, (), (("email", "e9@x.com", "limit:email"),), ())
+    profile = store.get_profile(TENANT, first.profile_id)
+    assert profile.identifiers["email"] == ["e0@x.com", "e1@x.com", "e2@x.com"]
+    assert profile.last_seen_ms == 3000
 
 
 def test_profile_ids_are_stable_uuid5() -> None:

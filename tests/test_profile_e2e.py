@@ -12,9 +12,7 @@ profile hashes) must equal the independent models in tests/reference_*.py.
 from __future__ import annotations
 
 import csv
-import os
 import shutil
-import signal
 import time
 
 import orjson
@@ -22,7 +20,7 @@ import pytest
 
 from tests import ingest_flow, profile_flow
 from tests.support import wait_until
-from tests.test_exactly_once import taskmanager_pid_of, wait_mid_stream
+from tests.test_exactly_once import kill_job_taskmanager
 from tidemark import flink_rest
 from tidemark.gen import DEFAULT_START_MS
 from tidemark.gen_dimensions import write_dimension_files
@@ -70,10 +68,7 @@ def test_profiles_enrichment_and_allocations_exact_after_taskmanager_kill(stack_
     job_id = ingest_flow.start_job(case)
     url = flink.rest_url(case.cfg)
     try:
-        wait_mid_stream(case, job_id)
-        victim = taskmanager_pid_of(case, job_id)
-        os.kill(victim, signal.SIGKILL)
-        wait_until(lambda: flink_rest.restarts(url, job_id) >= 1, 120, "the job to restart")
+        kill_job_taskmanager(case, job_id)
 
         key = {"tenant_id": change["tenant_id"], "sku": change["sku"]}
         attributes = {k: change[k] for k in ("name", "category", "price")}

@@ -138,6 +138,28 @@ def test_produce_from_file_keys_every_parseable_record(cfg: Config, tmp_path: Pa
     ]
 
 
+def test_every_event_of_a_tenant_lands_on_one_partition_in_order(cfg: Config) -> None:
+    """Identity resolution applies a tenant's events in Kafka order: one partition each."""
+    ensure_topics(cfg, partitions=4)
+    tenants = ["acme", "globex", "initech", "umbrella-retail", "hooli.shop", "wonka"]
+    records = [
+        (f"{t}:m-{i}".encode(), orjson.dumps({"tenant_id": t, "message_id": f"m-{i}"}))
+        for i in range(50)
+        for t in tenants
+    ]
+    produce(cfg, records)
+    read = read_all(cfg, cfg.kafka.topic, expected=len(records))
+    partitions: dict[str, set[int]] = {}
+    order: dict[str, list[str]] = {}
+    for partition, key, _, _ in read:
+        tenant, message = key.decode().split(":", 1)
+        partitions.setdefault(tenant, set()).add(partition)
+        order.setdefault(tenant, []).append(message)
+    assert {t: len(p) for t, p in partitions.items()} == dict.fromkeys(tenants, 1)
+    assert all(order[t] == [f"m-{i}" for i in range(50)] for t in tenants)
+    assert len(set().union(*partitions.values())) > 1  # tenants still spread over partitions
+
+
 def test_produce_to_another_topic(cfg: Config) -> None:
     ensure_topics(cfg, partitions=1)
     records = [(b"k", b"v1"), (None, b"v2")]

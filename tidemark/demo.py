@@ -4,6 +4,9 @@ Starts the stack, applies the schema, resets the demo's topics and tables, gener
 realistic stream (duplicates, late and malformed events included), produces it to Kafka,
 submits the ingest job to the standalone cluster and waits until ClickHouse holds what the
 generator says it should: every valid event once, every malformed one as a dead letter.
+Dimension files matching the generator's catalog are written first (`tidemark
+gen-dimensions`), so events are enriched and cost attributed; the report ends with what the
+profile stage made of the stream (profiles, merges, allocations, a Redis lookup).
 """
 
 from __future__ import annotations
@@ -15,12 +18,16 @@ from dataclasses import dataclass
 from tidemark import flink_rest, schema, topics
 from tidemark.config import Config, load_config
 from tidemark.gen import DEFAULT_EVENTS_PER_SECOND, DEFAULT_START_MS, generate
+from tidemark.gen_dimensions import write_dimension_files
 from tidemark.produce import produce
 from tidemark.run import submit
 from tidemark.stack import flink
 from tidemark.stack.commands import start_stack
 
 TABLES = ("events", "cost_records", "dead_letters")
+PROFILE_TABLES = (
+    "profiles", "identity_links", "identity_merges", "profile_aliases", "cost_allocations"
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -51,10 +58,56 @@ def reset(cfg: Config) -> None:
     topics.ensure_topics(cfg)
     client = schema.connect(cfg)
     try:
-        for table in TABLES:
+        for table in (*TABLES, *PROFILE_TABLES):
             client.command(f"TRUNCATE TABLE {cfg.clickhouse.database}.{table}")
     finally:
         client.close()
+    import redis
+
+    r = redis.Redis(host=cfg.redis.host, port=cfg.redis_port, db=cfg.redis.db)
+    try:
+        doomed = list(r.scan_iter(match=f"{cfg.redis.key_prefix}:*", count=10_000))
+        for start in range(0, len(doomed), 10_000):
+            r.delete(*doomed[start : start + 10_000])
+    finally:
+        r.close()
+
+
+def profile_summary(cfg: Config) -> list[str]:
+    """Report lines on what the profile stage made of the stream."""
+    db = cfg.clickhouse.database
+    client = schema.connect(cfg)
+    try:
+        def one(sql: str) -> object:
+            return client.query(sql).result_rows[0][0]
+
+        profiles = one(f"SELECT count() FROM {db}.profiles_current")
+        merges = one(f"SELECT count() FROM {db}.identity_merges FINAL")
+        links = one(f"SELECT count() FROM {db}.identity_links FINAL")
+        unknown = one(
+            f"SELECT countIf(has(product_names, 'unknown') OR campaign_channel = 'unknown' "
+            f"OR account_plan = 'unknown') FROM {db}.events FINAL"
+        )
+        allocations = one(f"SELECT count() FROM {db}.cost_allocations FINAL")
+        unallocated = one(
+            f"SELECT sum(billed_cost) FROM {db}.cost_allocations FINAL WHERE team = 'unallocated'"
+        )
+        sample = client.query(
+            f"SELECT tenant_id, id_type, id_value, profile_id FROM {db}.identity_links FINAL "
+            "WHERE id_type = 'email' ORDER BY id_value LIMIT 1"
+        ).result_rows
+    finally:
+        client.close()
+    lines = [
+        f"profiles (live)      {profiles:>10,}   from {links:,} identifiers, {merges:,} merges",
+        f"events with an unknown dimension {unknown:>6,}   (the demo files leave some out)",
+        f"cost allocations     {allocations:>10,}   unallocated billed cost {unallocated}",
+    ]
+    if sample:
+        tenant, kind, value, profile = sample[0]
+        key = f"{cfg.redis.key_prefix}:{tenant}:id:{kind}:{value}"
+        lines.append(f"Redis: HGET {key} p  ->  {profile}")
+    return lines
 
 
 def generate_stream(
@@ -116,6 +169,22 @@ def wait_for(cfg: Config, expected: Expected, job_id: str, timeout: float) -> di
     return counts
 
 
+def wait_for_profiles(cfg: Config, timeout: float = 30.0) -> None:
+    """The identity tables are written just after the events of the same batch: settle."""
+    client = schema.connect(cfg)
+    try:
+        count = f"SELECT count() FROM {cfg.clickhouse.database}.identity_links"
+        deadline, last = time.monotonic() + timeout, -1
+        while time.monotonic() < deadline:
+            now = int(client.command(count))
+            if now == last:
+                return
+            last = now
+            time.sleep(2)
+    finally:
+        client.close()
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     started = time.perf_counter()
@@ -126,17 +195,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     reset(cfg)
     records, expected = generate_stream(args.seed, args.count)
     print(f"generated {expected.produced} records (seed {args.seed})")
+    dimensions = cfg.state_dir / "demo-dimensions"
+    write_dimension_files(dimensions, seed=args.seed, start_ms=DEFAULT_START_MS)
+    print(f"wrote dimension files for the generator's catalog to {dimensions}")
     report = produce(cfg, records, total=len(records), show_progress=True)
     print(f"produced to {cfg.kafka.topic} at {report.rate:,.0f} records/s")
-    job_id = submit(cfg, "ingest")
+    job_id = submit(cfg, "ingest", extra_overrides=[f"enrichment.dimensions_dir={dimensions}"])
     url = flink.rest_url(cfg)
     flink_rest.wait_running(url, job_id)
     print(f"ingest job {job_id} running on the standalone cluster ({url})")
     job_started = time.perf_counter()
     counts = wait_for(cfg, expected, job_id, args.timeout)
     took = time.perf_counter() - job_started
-    if not args.keep_running:
-        flink_rest.cancel(url, job_id)
     ok = counts == {
         "events": expected.events,
         "cost_records": expected.cost_records,
@@ -153,6 +223,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
     print(f"duplicates dropped   {expected.duplicates:>10,}")
     print(f"time in the job      {took:>10.1f} s  ({expected.produced / took:,.0f} events/s)")
+    if ok:
+        wait_for_profiles(cfg)
+        for line in profile_summary(cfg):
+            print(line)
+    if not args.keep_running:
+        flink_rest.cancel(url, job_id)
     print(f"total time           {time.perf_counter() - started:>10.1f} s")
     print("OK: ClickHouse matches the generator's truth" if ok else "MISMATCH: see above")
     print("stop the stack with: .venv/bin/tidemark stack down")

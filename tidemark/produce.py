@@ -181,9 +181,10 @@ def _cmd_produce(args: argparse.Namespace) -> int:
 
         records = ((r.key, r.value) for r in generate(seed=args.seed, count=args.count))
         total = args.count
-    report = produce(cfg, records, rate=args.rate, total=total, show_progress=True)
+    topic = args.topic or cfg.kafka.topic
+    report = produce(cfg, records, rate=args.rate, total=total, topic=topic, show_progress=True)
     print(
-        f"produced {report.records} records to {cfg.kafka.topic} in {report.seconds:.1f}s "
+        f"produced {report.records} records to {topic} in {report.seconds:.1f}s "
         f"({report.rate:,.0f}/s)"
     )
     return 0
@@ -197,4 +198,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=1, help="generator seed")
     parser.add_argument("--count", type=int, default=10_000, help="generator record count")
     parser.add_argument("--rate", type=float, default=0.0, help="records per second (0: max)")
+    parser.add_argument(
+        "--topic",
+        help="another topic than kafka.topic, e.g. enrichment.changelog_topic for a file of "
+        "dimension changes",
+    )
     parser.set_defaults(func=_cmd_produce)

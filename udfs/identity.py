@@ -550,8 +550,19 @@ class IdentityResolver:
             link_of[ident] = pid
 
         dropped: list[tuple[str, str, str]] = []
+        if len(link_of) == len(ids) and len(profiles) == 1:
+            # The common case, a known person again: every identifier already on one profile.
+            # The union is that profile, valid when it was built under these rules, so there
+            # is nothing to check (measured: a third of the stage's time went to the check).
+            profile = next(iter(profiles.values()))
+            if _touch(profile, event_time_ms):
+                profile.version = version
+                store.put_profile(profile)
+            return Resolution(profile.profile_id, (), (), ())
         while True:
             members = list(dict.fromkeys(link_of[i] for i in ids if i in link_of))
+            if len(members) == 1 and all(i in link_of for i in ids):
+                break  # the union is one existing profile: nothing to check (see above)
             reason = self._violation(ids, [profiles[p] for p in members], link_of)
             if reason is None:
                 break

@@ -208,6 +208,8 @@ class KafkaReaderFunction(KeyedProcessFunction):
         metrics.gauge("records_lag", lambda: sum(self.lag_by_slot.values()))
         self.records_in = metrics.counter("records_in")
         self.dead_letters_out = metrics.counter("dead_letters_out")
+        self.busy_ms = metrics.counter("busy_ms")  # time spent polling and shaping records
+        self.cpu_ms = metrics.counter("cpu_ms")  # CPU of the thread (busy_ms minus waiting)
 
     def close(self) -> None:
         for consumer in self.consumers.values():
@@ -236,6 +238,7 @@ class KafkaReaderFunction(KeyedProcessFunction):
         return iter(())
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Row]:
+        began, began_cpu = time.perf_counter(), time.thread_time()
         slot = ctx.get_current_key()
         consumer = self._slot_consumer(slot)
         batches = consumer.poll()
@@ -257,5 +260,7 @@ class KafkaReaderFunction(KeyedProcessFunction):
         if dead:
             self.dead_letters_out.inc(dead)
         lag = self.lag_by_slot[slot] = consumer.lag()
+        self.busy_ms.inc(int((time.perf_counter() - began) * 1000))
+        self.cpu_ms.inc(int((time.thread_time() - began_cpu) * 1000))
         backlog = polled >= self.settings.max_poll_records or lag > 0
         self._arm(ctx, 0 if backlog else self.settings.idle_poll_interval_ms)

@@ -30,6 +30,7 @@ Outputs, as (table, window_start, newline-joined JSON rows, shard):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -120,6 +121,8 @@ class ProfileStage(KeyedBroadcastProcessFunction):
         self.dropped = group.counter("identifiers_dropped")
         self.unresolved = group.counter("events_without_identifiers")
         self.dimension_changes = group.counter("dimension_changes")
+        self.busy_ms = group.counter("busy_ms")  # time spent in this operator's Python
+        self.cpu_ms = group.counter("cpu_ms")  # CPU of the thread (busy_ms minus waiting)
 
     # -- dimension changes (broadcast side)
 
@@ -154,14 +157,20 @@ class ProfileStage(KeyedBroadcastProcessFunction):
         if target not in (EVENTS_TABLE, COST_TABLE):  # dead letters: nothing to add
             yield Row(target, window_start, body, shard)
             return
+        began, began_cpu = time.perf_counter(), time.thread_time()
         rows = [orjson.loads(line) for line in body.split("\n")]
         if target == EVENTS_TABLE:
             tables = self.resolve_events(rows)
         else:
             tables = {COST_TABLE: rows, "cost_allocations": self.allocate_costs(rows)}
-        for table, out in tables.items():
-            if out:
-                yield Row(table, window_start, dumps_lines(out), shard)
+        out_rows = [
+            Row(table, window_start, dumps_lines(rows), shard)
+            for table, rows in tables.items()
+            if rows
+        ]
+        self.busy_ms.inc(int((time.perf_counter() - began) * 1000))
+        self.cpu_ms.inc(int((time.thread_time() - began_cpu) * 1000))
+        yield from out_rows
 
     def resolve_events(self, rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         """Apply identity and enrichment to a batch of events rows, in Kafka order."""
