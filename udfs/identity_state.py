@@ -27,6 +27,19 @@ from udfs.identity import Profile
 SEP = "\x1f"
 
 
+def put_all(state: Any, entries: dict[str, Any]) -> None:
+    """MapState.put_all in either Python execution mode.
+
+    PyFlink 2.3's process-mode MapState iterates put_all's argument as (key, value) pairs
+    (`for k, v in dict_value`: a dict fails with "too many values to unpack"), while thread
+    mode converts a dict. Found by the process-mode worker-kill test.
+    """
+    if type(state).__module__.startswith("pyflink.fn_execution.datastream.embedded"):
+        state.put_all(entries)
+    else:
+        state.put_all(list(entries.items()))
+
+
 class CachedStateStore:
     """An IdentityStore over three MapStates, with a bounded write-back cache."""
 
@@ -91,11 +104,11 @@ class CachedStateStore:
         """Write dirty entries to state; return them (links, profiles) for the sinks."""
         links, profiles = self.dirty_links, self.dirty_profiles
         if links:
-            self.links_state.put_all(links)
+            put_all(self.links_state, links)
         if profiles:
-            self.profiles_state.put_all({k: p.to_bytes() for k, p in profiles.items()})
+            put_all(self.profiles_state, {k: p.to_bytes() for k, p in profiles.items()})
         if self.dirty_sequences:
-            self.sequence_state.put_all({t: self.sequences[t] for t in self.dirty_sequences})
+            put_all(self.sequence_state, {t: self.sequences[t] for t in self.dirty_sequences})
         self.dirty_links, self.dirty_profiles, self.dirty_sequences = {}, {}, set()
         if len(self.links) + len(self.profiles) > self.max_entries:
             self.links.clear()
