@@ -682,6 +682,46 @@ class BacklogProducer(threading.Thread):
         return self.expected, self.produced
 
 
+class VertexBusySampler(threading.Thread):
+    """Each second, every task's busy / backpressured / idle ms per second (Flink's task
+    metrics, averaged over subtasks): the bottleneck is the busy task whose upstream is
+    backpressured."""
+
+    METRICS = ("busyTimeMsPerSecond", "backPressuredTimeMsPerSecond", "idleTimeMsPerSecond")
+
+    def __init__(self, url: str, job_id: str) -> None:
+        super().__init__(name="vertex-busy", daemon=True)
+        self.url, self.job_id = url, job_id
+        self.samples: dict[str, dict[str, list[float]]] = {}
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        vertices = flink_rest.call(self.url, f"/jobs/{self.job_id}").get("vertices", [])
+        while not self.stop_event.wait(1.0):
+            for vertex in vertices:
+                path = (
+                    f"/jobs/{self.job_id}/vertices/{vertex['id']}/subtasks/metrics"
+                    f"?get={','.join(self.METRICS)}"
+                )
+                with contextlib.suppress(Exception):
+                    for metric in flink_rest.call(self.url, path):
+                        if metric.get("avg") is not None:
+                            series = self.samples.setdefault(vertex["name"][:60], {})
+                            series.setdefault(metric["id"], []).append(float(metric["avg"]))
+
+    def finish(self) -> dict[str, dict[str, int]]:
+        """Mean ms per second of each metric, per task, over the samples."""
+        self.stop_event.set()
+        self.join(timeout=10)
+        return {
+            name: {
+                key.removesuffix("TimeMsPerSecond"): round(statistics.mean(values))
+                for key, values in series.items()
+            }
+            for name, series in self.samples.items()
+        }
+
+
 def run_phase1(
     cfg: Config, args: argparse.Namespace, backlog: BacklogProducer, report: Report
 ) -> str:
@@ -698,7 +738,10 @@ def run_phase1(
     running_at = max(vertex_running.values(), default=polled_running_at)
     log(f"phase 1: job {job_id} RUNNING {running_at - submit_began:.1f} s after `flink run`")
     want = expected_map(expected)
+    tasks = VertexBusySampler(url, job_id)
+    tasks.start()
     counts, seen_at = wait_for_counts(cfg, want, job_id, args.timeout)
+    report.job["task_ms_per_second_phase1"] = tasks.finish()
     client = schema.connect(cfg)
     try:
         rows, first_ms, last_ms = visible_span(client, cfg.clickhouse.database, None)
@@ -1100,6 +1143,12 @@ def _footer(report: Report) -> list[str]:
         f"job      {job.get('id', '-')}: {job.get('state', '-')} before cancel, "
         f"restarts {job.get('restarts', '-')}",
     ]
+    for name, times in (job.get("task_ms_per_second_phase1") or {}).items():
+        out.append(
+            f"task     {name:<60} busy {times.get('busy', '-'):>4} "
+            f"backpressured {times.get('backPressured', '-'):>4} idle {times.get('idle', '-'):>4}"
+            " ms/s (phase 1)"
+        )
     busy = job.get("python_busy_ms") or {}
     if busy:
         out.append(

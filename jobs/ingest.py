@@ -20,7 +20,8 @@ each event once and everything stateful per event runs in Java):
          reader on the changelog topic): enrich, resolve identities, attribute cost; state in
          keyed MapState (ingest.profile_stage=false skips it)
       -> ClickHouseBatchWriter (Python): one idempotent insert per table per window
-      -> RedisProfileWriter (Python): versioned identity lookups and profile hashes
+      -> RedisProfileWriter (Python, on the stage's side output of identity batches):
+       versioned identity lookups and profile hashes
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import sys
 from pathlib import Path
 
 from pyflink.common import Types
-from pyflink.datastream import DataStream, StreamExecutionEnvironment
+from pyflink.datastream import DataStream, OutputTag, StreamExecutionEnvironment
 from pyflink.datastream.connectors import Sink
 from pyflink.java_gateway import get_gateway
 from pyflink.table import DataTypes, Schema, StreamTableEnvironment, Table
@@ -51,7 +52,13 @@ from udfs.kafka_reader import (
     KafkaReaderFunction,
     ReaderSettings,
 )
-from udfs.profile_stage import BATCH_TYPE, CHANGES_DESCRIPTOR, ProfileStage, ProfileStageSettings
+from udfs.profile_stage import (
+    BATCH_TYPE,
+    CHANGES_DESCRIPTOR,
+    SIDE_OUTPUT_ID,
+    ProfileStage,
+    ProfileStageSettings,
+)
 from udfs.validation import ValidationLimits
 
 JOB_NAME = "tidemark-ingest"
@@ -89,6 +96,7 @@ def profile_stage_settings(cfg: Config) -> ProfileStageSettings:
         dimensions_dir=str(directory) if directory else "",
         identity_rules=dict(cfg.identity.rules),
         cache_entries=cfg.identity.cache_entries,
+        side_output_tables=REDIS_TABLES,
     )
 
 
@@ -292,8 +300,7 @@ def build(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, cfg: C
     discard(written, "discard")
     if changes is not None:
         redis_written = (
-            batched.filter(lambda b: b[0] in REDIS_TABLES)
-            .uid("identity-batches")
+            batched.get_side_output(OutputTag(SIDE_OUTPUT_ID, BATCH_TYPE))
             .map(RedisProfileWriter(RedisSettings.from_config(cfg)), output_type=Types.INT())
             .uid("redis-writer")
             .name("redis-writer: versioned identity lookups and profiles")

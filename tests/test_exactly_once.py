@@ -51,8 +51,16 @@ def taskmanager_pid_of(case: ingest_flow.IngestCase, job_id: str) -> int:
     return pid
 
 
+def ensure_spare_taskmanager(case: ingest_flow.IngestCase) -> None:
+    """Two TaskManagers, so the job has somewhere to fail over to (a TaskManager an earlier
+    test lost, or one that died on its own, would otherwise fail this test for that reason)."""
+    while len(flink.taskmanager_pids(case.cfg)) < 2:
+        flink.start_taskmanager(case.cfg)
+
+
 def kill_job_taskmanager(case: ingest_flow.IngestCase, job_id: str) -> int:
     """Mid-stream, SIGKILL the TaskManager running the job; return its pid once it restarted."""
+    ensure_spare_taskmanager(case)
     wait_mid_stream(case, job_id)
     victim = taskmanager_pid_of(case, job_id)
     os.kill(victim, signal.SIGKILL)

@@ -205,7 +205,11 @@ class KafkaReaderFunction(KeyedProcessFunction):
         self.consumers: dict[int, SlotConsumer] = {}
         self.lag_by_slot: dict[int, int] = {}
         metrics = runtime_context.get_metrics_group().add_group("tidemark_kafka")
-        metrics.gauge("records_lag", lambda: sum(self.lag_by_slot.values()))
+        # The lag is a counter moved by the change, not a gauge: Flink reads a Python gauge by
+        # calling into the interpreter from its metrics thread, and in thread mode a read that
+        # races a task's teardown crashed the TaskManager (SIGSEGV in pemja, seen in CI).
+        # A counter lives in Java and is read there.
+        self.records_lag = metrics.counter("records_lag")
         self.records_in = metrics.counter("records_in")
         self.dead_letters_out = metrics.counter("dead_letters_out")
         self.busy_ms = metrics.counter("busy_ms")  # time spent polling and shaping records
@@ -259,7 +263,9 @@ class KafkaReaderFunction(KeyedProcessFunction):
             self.records_in.inc(polled)
         if dead:
             self.dead_letters_out.inc(dead)
-        lag = self.lag_by_slot[slot] = consumer.lag()
+        lag = consumer.lag()
+        self.records_lag.inc(lag - self.lag_by_slot.get(slot, 0))
+        self.lag_by_slot[slot] = lag
         self.busy_ms.inc(int((time.perf_counter() - began) * 1000))
         self.cpu_ms.inc(int((time.thread_time() - began_cpu) * 1000))
         backlog = polled >= self.settings.max_poll_records or lag > 0

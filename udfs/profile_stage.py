@@ -39,7 +39,7 @@ from typing import Any
 
 import orjson
 from pyflink.common import Row, Types
-from pyflink.datastream import KeyedBroadcastProcessFunction, RuntimeContext
+from pyflink.datastream import KeyedBroadcastProcessFunction, OutputTag, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor
 
 from udfs.attribution import ATTRIBUTION_RULES, AttributionRules
@@ -63,6 +63,13 @@ BATCH_TYPE = Types.ROW_NAMED(
 )
 
 
+#: The side output carrying the batches of ProfileStageSettings.side_output_tables again, for
+#: a second sink (Redis): it spares a Python filter the whole stream's batches. The job builds
+#: the typed tag; the function yields a tag made on the worker, as routing is by id only
+#: (a tag built on the client holds Java objects that cannot be pickled with the function).
+SIDE_OUTPUT_ID = "identity-batches"
+
+
 @dataclass(frozen=True)
 class ProfileStageSettings:
     """What the stage needs, resolved on the client and shipped with the job."""
@@ -70,6 +77,7 @@ class ProfileStageSettings:
     dimensions_dir: str  # "" = no files: every lookup is unknown, all cost unallocated
     identity_rules: dict[str, Any]
     cache_entries: int
+    side_output_tables: tuple[str, ...] = ()
 
 
 def kafka_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -115,6 +123,7 @@ class ProfileStage(KeyedBroadcastProcessFunction):
         self.dimensions = Dimensions.load(Path(directory)) if directory else Dimensions()
         self.attribution = attribution_rules(directory)
         self.changes_replayed = False
+        self.side_output = OutputTag(SIDE_OUTPUT_ID)
         group = runtime_context.get_metrics_group().add_group("tidemark_profiles")
         self.unknown_dimensions = group.counter("unknown_dimension_lookups")
         self.merges = group.counter("merges")
@@ -170,7 +179,11 @@ class ProfileStage(KeyedBroadcastProcessFunction):
         ]
         self.busy_ms.inc(int((time.perf_counter() - began) * 1000))
         self.cpu_ms.inc(int((time.thread_time() - began_cpu) * 1000))
-        yield from out_rows
+        side = self.settings.side_output_tables
+        for row in out_rows:
+            yield row
+            if row[0] in side:
+                yield self.side_output, row
 
     def resolve_events(self, rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         """Apply identity and enrichment to a batch of events rows, in Kafka order."""
