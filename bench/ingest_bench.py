@@ -34,6 +34,7 @@ import argparse
 import contextlib
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import shutil
@@ -705,9 +706,10 @@ class VertexBusySampler(threading.Thread):
                 )
                 with contextlib.suppress(Exception):
                     for metric in flink_rest.call(self.url, path):
-                        if metric.get("avg") is not None:
+                        value = float(metric.get("avg", "nan"))
+                        if not math.isnan(value):  # Flink reports NaN while it cannot tell
                             series = self.samples.setdefault(vertex["name"][:60], {})
-                            series.setdefault(metric["id"], []).append(float(metric["avg"]))
+                            series.setdefault(metric["id"], []).append(value)
 
     def finish(self) -> dict[str, dict[str, int]]:
         """Mean ms per second of each metric, per task, over the samples."""
