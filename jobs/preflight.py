@@ -10,6 +10,9 @@ from __future__ import annotations
 from tidemark.config import Config, ConfigError
 
 REQUIRED_TABLES = ("events", "cost_records", "dead_letters")
+PROFILE_TABLES = (
+    "profiles", "identity_links", "identity_merges", "profile_aliases", "cost_allocations"
+)  # fmt: skip
 
 
 def check_kafka(cfg: Config, timeout_seconds: float = 5.0) -> None:
@@ -50,7 +53,8 @@ def check_clickhouse(cfg: Config) -> None:
     finally:
         client.close()
     present = {row[0] for row in rows}
-    missing = [t for t in REQUIRED_TABLES if t not in present]
+    required = REQUIRED_TABLES + (PROFILE_TABLES if cfg.ingest.profile_stage else ())
+    missing = [t for t in required if t not in present]
     if missing:
         raise ConfigError(
             f"clickhouse.database: '{c.database}' at {endpoint} lacks table(s) "
@@ -58,7 +62,31 @@ def check_clickhouse(cfg: Config) -> None:
         )
 
 
+def check_redis(cfg: Config, timeout_seconds: float = 5.0) -> None:
+    """Redis answers a PING (the profile stage writes identity lookups there)."""
+    import redis
+
+    client = redis.Redis(
+        host=cfg.redis.host,
+        port=cfg.redis_port,
+        db=cfg.redis.db,
+        socket_timeout=timeout_seconds,
+        socket_connect_timeout=timeout_seconds,
+    )
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        raise ConfigError(
+            f"redis.host/redis.port: no Redis answers at {cfg.redis.host}:{cfg.redis_port} "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+    finally:
+        client.close()
+
+
 def preflight(cfg: Config) -> None:
     """Fail fast, naming the setting, if the job's external systems are not usable."""
     check_kafka(cfg)
     check_clickhouse(cfg)
+    if cfg.ingest.profile_stage:
+        check_redis(cfg)

@@ -118,6 +118,14 @@ def test_yaml_scalars_coerce_to_the_declared_type(tmp_path: Path) -> None:
         ("kafka.connector_jar=/nonexistent/kafka.jar", "kafka.connector_jar: no such file"),
         ("kafka.topic", "expected section.key=value"),
         ("kafka=x", "expected section.key=value"),
+        ("ingest.profile_stage=maybe", "ingest.profile_stage: expected true or false"),
+        ("identity.shards=0", "identity.shards: must be positive, got 0"),
+        ("redis.port=70000", "redis.port: not a TCP port: 70000"),
+        ("enrichment.dimensions_dir=/nonexistent/dims", "enrichment.dimensions_dir: no such"),
+        ("identity.rules={max_merges: -1}", "identity.max_merges"),
+        ("identity.rules={types: {email: {limit: 0}}}", "identity.types.email.limit"),
+        ("identity.rules={colour: blue}", "identity.colour"),
+        ("identity.rules=[1, 2]", "identity.rules: expected a mapping"),
     ],
 )
 def test_bad_override_names_the_key(override: str, named: str) -> None:
@@ -135,6 +143,8 @@ def test_bad_override_names_the_key(override: str, named: str) -> None:
         ("ingest:\n  parallelism: 0\n", "ingest.parallelism: must be positive"),
         ("kafka: 5\n", "kafka: expected a mapping"),
         ("flink: [a]\n", "flink: expected a mapping"),
+        ("identity:\n  rules:\n    blocked: 5\n", "identity.blocked"),
+        ("redis:\n  key_prefix: [a]\n", "redis.key_prefix: expected a string"),
         ("- a\n- b\n", "expected a mapping at the top level"),
     ],
 )

@@ -1,9 +1,11 @@
-"""jobs.preflight against a real broker (Tansu) and the real ClickHouse engine (chDB server).
+"""jobs.preflight against a real broker (Tansu), the real ClickHouse engine (chDB server) and a
+real Redis.
 
-Proves that preflight passes when both systems answer and the schema is applied; and that each
+Proves that preflight passes when the systems answer and the schema is applied; and that each
 way of being unusable fails fast with a ConfigError naming the setting to fix: no broker at
-`kafka.bootstrap_servers` (within ~6 s), no ClickHouse at `clickhouse.host/clickhouse.port`, and
-a database that lacks the tables (telling to run `tidemark schema apply`).
+`kafka.bootstrap_servers` (within ~6 s), no ClickHouse at `clickhouse.host/clickhouse.port`, a
+database that lacks the tables (telling to run `tidemark schema apply`), and no Redis at
+`redis.host/redis.port` (only when the profile stage, which writes there, is on).
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from tidemark.config import Config, ConfigError
 
 
 @pytest.fixture
-def cfg(kafka_cfg: Config, clickhouse_cfg: Config) -> Config:
-    """Settings naming both fixtures' endpoints: the broker of one, the ClickHouse of the other."""
+def cfg(kafka_cfg: Config, clickhouse_cfg: Config, redis_cfg: Config) -> Config:
+    """Settings naming the fixtures' endpoints: broker, ClickHouse and Redis of each."""
     kafka = dataclasses.replace(clickhouse_cfg.kafka, bootstrap_servers=kafka_cfg.kafka_bootstrap)
-    return dataclasses.replace(clickhouse_cfg, kafka=kafka)
+    redis = dataclasses.replace(clickhouse_cfg.redis, port=redis_cfg.redis_port)
+    return dataclasses.replace(clickhouse_cfg, kafka=kafka, redis=redis)
 
 
 def with_kafka(cfg: Config, bootstrap: str) -> Config:
@@ -53,6 +56,20 @@ def test_unreachable_broker_names_bootstrap_servers(cfg: Config) -> None:
         f"kafka.bootstrap_servers: no Kafka broker answers at 127.0.0.1:{dead_port}"
     )
     assert elapsed < 8, f"preflight took {elapsed:.1f}s to give up on a dead broker"
+
+
+def test_unreachable_redis_names_host_and_port_when_the_profile_stage_is_on(cfg: Config) -> None:
+    (dead_port,) = free_ports(1)
+    bad = dataclasses.replace(cfg, redis=dataclasses.replace(cfg.redis, port=dead_port))
+    with pytest.raises(ConfigError) as info:
+        preflight(bad)
+    assert str(info.value).startswith(
+        f"redis.host/redis.port: no Redis answers at 127.0.0.1:{dead_port}"
+    )
+    ingest_only = dataclasses.replace(
+        bad, ingest=dataclasses.replace(bad.ingest, profile_stage=False)
+    )
+    preflight(ingest_only)  # without the stage the job never touches Redis
 
 
 def test_unreachable_clickhouse_names_host_and_port(cfg: Config) -> None:
@@ -94,7 +111,11 @@ def test_partly_created_schema_names_the_missing_tables(cfg: Config) -> None:
     try:
         client.command(f"CREATE DATABASE {name}")
         client.command(f"CREATE TABLE {name}.events (x UInt8) ENGINE = MergeTree ORDER BY x")
-        with pytest.raises(ConfigError, match=r"lacks table\(s\) cost_records, dead_letters:"):
+        missing = (
+            "cost_records, dead_letters, profiles, identity_links, identity_merges, "
+            "profile_aliases, cost_allocations: run"
+        )
+        with pytest.raises(ConfigError, match=rf"lacks table\(s\) {missing}"):
             check_clickhouse(partial)
     finally:
         client.command(f"DROP DATABASE IF EXISTS {name}")

@@ -323,3 +323,49 @@ def test_events_current_collapses_a_row_inserted_twice(fresh: Config, client: Cl
     assert client.command("SELECT count() FROM events_current") == 2
     rows = client.query("SELECT message_id, revenue FROM events_current ORDER BY message_id")
     assert rows.result_rows == [("m-1", Decimal("59.98")), ("m-2", Decimal("59.98"))]
+
+
+def test_events_resolved_moves_early_events_to_the_profile_they_merged_into(
+    fresh: Config, client: Client
+) -> None:
+    """An event written before the identify call that linked it carries the anonymous
+    profile's id; once the merge is recorded in profile_aliases, events_resolved counts it
+    for the live profile (transitively), with no rewrite of the events table. Rows are what
+    the profile stage writes; a replayed older alias row does not win."""
+    schema.apply(fresh)
+    client.database = fresh.clickhouse.database
+    base = {**row_of(orjson.dumps(TRACK), 10).row}  # type: ignore[union-attr]
+    events = [
+        {**base, "message_id": "anon-1", "profile_id": "p-anon"},  # before the identify
+        {**base, "message_id": "anon-2", "profile_id": "p-anon"},
+        {**base, "message_id": "tablet-1", "profile_id": "p-tablet"},  # a second device
+        {**base, "message_id": "login", "profile_id": "p-user"},
+        {**base, "message_id": "other", "profile_id": "p-other"},  # never merged
+    ]
+    insert_rows(client, "events", events)
+    alias = {"tenant_id": "acme"}
+    insert_rows(
+        client,
+        "profile_aliases",
+        [
+            {**alias, "profile_id": "p-anon", "current_profile_id": "p-user", "version": 5},
+            # later, p-user itself loses to p-final: the stage re-keys everything it held
+            {**alias, "profile_id": "p-user", "current_profile_id": "p-final", "version": 9},
+            {**alias, "profile_id": "p-anon", "current_profile_id": "p-final", "version": 9},
+            {**alias, "profile_id": "p-tablet", "current_profile_id": "p-final", "version": 9},
+        ],
+    )
+    # A replay re-sends the first alias row: older version, it must not move p-anon back.
+    insert_rows(
+        client,
+        "profile_aliases",
+        [{**alias, "profile_id": "p-anon", "current_profile_id": "p-user", "version": 5}],
+    )
+
+    per_profile = client.query(
+        "SELECT resolved_profile_id, count() FROM events_resolved "
+        "GROUP BY resolved_profile_id ORDER BY resolved_profile_id"
+    ).result_rows
+    assert per_profile == [("p-final", 4), ("p-other", 1)]
+    kept = client.query("SELECT DISTINCT profile_id FROM events ORDER BY profile_id").result_rows
+    assert [r[0] for r in kept] == ["p-anon", "p-other", "p-tablet", "p-user"]
