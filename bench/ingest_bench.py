@@ -55,9 +55,10 @@ from jobs.environment import job_flink_settings
 from tests.support import stack_overrides
 from tidemark import flink_rest, schema, topics
 from tidemark.config import REPO_ROOT, Config, load_config
-from tidemark.demo import TABLES, Expected, generate_stream
+from tidemark.demo import Expected, generate_stream
 from tidemark.produce import ProduceReport, produce
 from tidemark.run import submit
+from tidemark.schema import INGEST_TABLES as TABLES
 from tidemark.stack import clickhouse, flink, kafka, process, redis
 from tidemark.stack.commands import start_stack, stop_stack
 from tidemark.stack.process import StackError

@@ -8,11 +8,7 @@ message that names the setting to fix.
 from __future__ import annotations
 
 from tidemark.config import Config, ConfigError
-
-REQUIRED_TABLES = ("events", "cost_records", "dead_letters")
-PROFILE_TABLES = (
-    "profiles", "identity_links", "identity_merges", "profile_aliases", "cost_allocations"
-)  # fmt: skip
+from tidemark.schema import INGEST_TABLES, PROFILE_TABLES
 
 
 def check_kafka(cfg: Config, timeout_seconds: float = 5.0) -> None:
@@ -53,7 +49,7 @@ def check_clickhouse(cfg: Config) -> None:
     finally:
         client.close()
     present = {row[0] for row in rows}
-    required = REQUIRED_TABLES + (PROFILE_TABLES if cfg.ingest.profile_stage else ())
+    required = INGEST_TABLES + (PROFILE_TABLES if cfg.ingest.profile_stage else ())
     missing = [t for t in required if t not in present]
     if missing:
         raise ConfigError(

@@ -24,11 +24,6 @@ from tidemark.run import submit
 from tidemark.stack import flink
 from tidemark.stack.commands import start_stack
 
-TABLES = ("events", "cost_records", "dead_letters")
-PROFILE_TABLES = (
-    "profiles", "identity_links", "identity_merges", "profile_aliases", "cost_allocations"
-)  # fmt: skip
-
 
 @dataclass(frozen=True)
 class Expected:
@@ -49,8 +44,7 @@ def reset(cfg: Config) -> None:
     admin = topics.admin_client(cfg)
     try:
         existing = set(admin.list_topics())
-        names = (cfg.kafka.topic, cfg.kafka.dead_letter_topic, cfg.enrichment.changelog_topic)
-        doomed = [t for t in names if t in existing]
+        doomed = [t for t in topics.topic_names(cfg) if t in existing]
         if doomed:
             admin.delete_topics(doomed)
     finally:
@@ -58,7 +52,7 @@ def reset(cfg: Config) -> None:
     topics.ensure_topics(cfg)
     client = schema.connect(cfg)
     try:
-        for table in (*TABLES, *PROFILE_TABLES):
+        for table in (*schema.INGEST_TABLES, *schema.PROFILE_TABLES):
             client.command(f"TRUNCATE TABLE {cfg.clickhouse.database}.{table}")
     finally:
         client.close()
@@ -145,7 +139,7 @@ def table_counts(cfg: Config) -> dict[str, int]:
                     f"SELECT count() FROM {cfg.clickhouse.database}.{table} FINAL"
                 ).result_rows[0][0]
             )
-            for table in TABLES
+            for table in schema.INGEST_TABLES
         }
     finally:
         client.close()

@@ -17,6 +17,11 @@ from pathlib import Path
 from tidemark.config import REPO_ROOT, Config, ConfigError, load_config
 
 MIGRATIONS_DIR = REPO_ROOT / "schemas" / "clickhouse"
+#: The tables the ingest job writes, and those its profile stage adds (migrations 004, 005).
+INGEST_TABLES = ("events", "cost_records", "dead_letters")
+PROFILE_TABLES = (
+    "profiles", "identity_links", "identity_merges", "profile_aliases", "cost_allocations"
+)  # fmt: skip
 _NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 
 

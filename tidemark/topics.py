@@ -52,16 +52,22 @@ def unreachable_broker(cfg: Config, exc: Exception) -> ConfigError:
     )
 
 
+def topic_names(cfg: Config) -> tuple[str, str, str]:
+    """The job's topics: source, dead letters, dimension changelog."""
+    return cfg.kafka.topic, cfg.kafka.dead_letter_topic, cfg.enrichment.changelog_topic
+
+
 def ensure_topics(cfg: Config, partitions: int | None = None) -> list[str]:
     """Create the source, dead-letter and dimension-changelog topics if missing; return the
     names created."""
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
+    source, dead_letters, changelog = topic_names(cfg)
     wanted = {
-        cfg.kafka.topic: partitions or cfg.kafka.partitions,
-        cfg.kafka.dead_letter_topic: 1,
-        cfg.enrichment.changelog_topic: 1,  # one partition: changes apply in publish order
+        source: partitions or cfg.kafka.partitions,
+        dead_letters: 1,
+        changelog: 1,  # one partition: changes apply in publish order
     }
     admin = admin_client(cfg)
     try:
@@ -116,8 +122,7 @@ def _cmd_create(args: argparse.Namespace) -> int:
     created = ensure_topics(cfg, args.partitions)
     for name in created:
         print(f"created {name}")
-    names = (cfg.kafka.topic, cfg.kafka.dead_letter_topic, cfg.enrichment.changelog_topic)
-    print(f"topics ready: {', '.join(names)}")
+    print(f"topics ready: {', '.join(topic_names(cfg))}")
     return 0
 
 
