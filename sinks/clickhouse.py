@@ -15,7 +15,6 @@ Idempotence, in two layers:
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -24,6 +23,7 @@ from pyflink.datastream import MapFunction, RuntimeContext
 
 from sinks.retry import retry_with_backoff
 from tidemark.config import Config
+from udfs.busy_time import BusyTime
 
 
 @dataclass(frozen=True)
@@ -102,8 +102,7 @@ class ClickHouseBatchWriter(MapFunction):
         metrics = runtime_context.get_metrics_group().add_group("tidemark_clickhouse")
         self.rows_written = metrics.counter("rows_written")
         self.inserts = metrics.counter("inserts")
-        self.busy_ms = metrics.counter("busy_ms")
-        self.cpu_ms = metrics.counter("cpu_ms")  # CPU of the thread (busy_ms minus waiting)
+        self.busy_time = BusyTime(metrics)
         if self.dead_letter_publisher is not None:
             self.dead_letter_publisher.open()
 
@@ -133,12 +132,10 @@ class ClickHouseBatchWriter(MapFunction):
     def map(self, value: Row) -> int:
         # Java joined the window's rows into one string (ARRAY_JOIN): handing Python one
         # string instead of a 10k-element array cut the GIL time of each batch several-fold.
-        began, began_cpu = time.perf_counter(), time.thread_time()
-        table, window_start, lines = value[0], value[1], value[2].split("\n")
-        if table == "dead_letters" and self.dead_letter_publisher is not None:
-            self.dead_letter_publisher.publish(lines)
-        self.insert_lines(table, window_start, lines)
-        self.rows_written.inc(len(lines))
-        self.busy_ms.inc(int((time.perf_counter() - began) * 1000))
-        self.cpu_ms.inc(int((time.thread_time() - began_cpu) * 1000))
+        with self.busy_time.measure():
+            table, window_start, lines = value[0], value[1], value[2].split("\n")
+            if table == "dead_letters" and self.dead_letter_publisher is not None:
+                self.dead_letter_publisher.publish(lines)
+            self.insert_lines(table, window_start, lines)
+            self.rows_written.inc(len(lines))
         return len(lines)

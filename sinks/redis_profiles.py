@@ -28,7 +28,6 @@ checkpoint).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +37,7 @@ from pyflink.common import Row
 from pyflink.datastream import MapFunction, RuntimeContext
 
 from sinks.retry import retry_with_backoff
+from udfs.busy_time import BusyTime
 
 #: A versioned HSET of many keys in one call. KEYS = the hashes; ARGV[1] = TTL seconds (0:
 #: none), then per key: version, n, and n field/value items. A key whose stored `_v` is newer
@@ -144,8 +144,7 @@ class RedisProfileWriter(MapFunction):
         metrics = runtime_context.get_metrics_group().add_group("tidemark_redis")
         self.keys_written = metrics.counter("keys_written")
         self.stale_skipped = metrics.counter("stale_writes_skipped")
-        self.busy_ms = metrics.counter("busy_ms")
-        self.cpu_ms = metrics.counter("cpu_ms")  # CPU of the thread (busy_ms minus waiting)
+        self.busy_time = BusyTime(metrics)
 
     def close(self) -> None:
         self.client.close()
@@ -178,11 +177,10 @@ class RedisProfileWriter(MapFunction):
         return applied, len(writes) - applied
 
     def map(self, value: Row) -> int:
-        began, began_cpu = time.perf_counter(), time.thread_time()
-        table, body = value[0], value[2]
-        applied, skipped = self.write_rows(table, (orjson.loads(x) for x in body.split("\n")))
-        self.keys_written.inc(applied)
-        self.stale_skipped.inc(skipped)
-        self.busy_ms.inc(int((time.perf_counter() - began) * 1000))
-        self.cpu_ms.inc(int((time.thread_time() - began_cpu) * 1000))
+        with self.busy_time.measure():
+            table, body = value[0], value[2]
+            rows = (orjson.loads(x) for x in body.split("\n"))
+            applied, skipped = self.write_rows(table, rows)
+            self.keys_written.inc(applied)
+            self.stale_skipped.inc(skipped)
         return applied + skipped

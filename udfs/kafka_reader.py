@@ -32,6 +32,7 @@ from pyflink.common import Row, Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
+from udfs.busy_time import BusyTime
 from udfs.dimensions import parse_change
 from udfs.validation import Accepted, SourceMeta, ValidationLimits, reject_raw, validate
 
@@ -212,8 +213,7 @@ class KafkaReaderFunction(KeyedProcessFunction):
         self.records_lag = metrics.counter("records_lag")
         self.records_in = metrics.counter("records_in")
         self.dead_letters_out = metrics.counter("dead_letters_out")
-        self.busy_ms = metrics.counter("busy_ms")  # time spent polling and shaping records
-        self.cpu_ms = metrics.counter("cpu_ms")  # CPU of the thread (busy_ms minus waiting)
+        self.busy_time = BusyTime(metrics)  # polling and shaping records
 
     def close(self) -> None:
         for consumer in self.consumers.values():
@@ -242,31 +242,29 @@ class KafkaReaderFunction(KeyedProcessFunction):
         return iter(())
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Row]:
-        began, began_cpu = time.perf_counter(), time.thread_time()
-        slot = ctx.get_current_key()
-        consumer = self._slot_consumer(slot)
-        batches = consumer.poll()
-        limits = self.settings.limits
-        shape = to_output_row if self.settings.payload == "events" else to_change_row
-        now_ms = int(time.time() * 1000)
-        polled = dead = 0
-        for tp, records in batches.items():
-            topic, partition = tp.topic, tp.partition
-            for record in records:
-                meta = SourceMeta(topic, partition, record.offset, record.timestamp)
-                row = shape(record.value or b"", meta, limits, now_ms)
-                dead += row[0] == DEAD_LETTERS_TABLE
-                yield row
-            self.offsets.put(partition, records[-1].offset + 1)
-            polled += len(records)
-        if polled:
-            self.records_in.inc(polled)
-        if dead:
-            self.dead_letters_out.inc(dead)
-        lag = consumer.lag()
-        self.records_lag.inc(lag - self.lag_by_slot.get(slot, 0))
-        self.lag_by_slot[slot] = lag
-        self.busy_ms.inc(int((time.perf_counter() - began) * 1000))
-        self.cpu_ms.inc(int((time.thread_time() - began_cpu) * 1000))
+        with self.busy_time.measure():
+            slot = ctx.get_current_key()
+            consumer = self._slot_consumer(slot)
+            batches = consumer.poll()
+            limits = self.settings.limits
+            shape = to_output_row if self.settings.payload == "events" else to_change_row
+            now_ms = int(time.time() * 1000)
+            polled = dead = 0
+            for tp, records in batches.items():
+                topic, partition = tp.topic, tp.partition
+                for record in records:
+                    meta = SourceMeta(topic, partition, record.offset, record.timestamp)
+                    row = shape(record.value or b"", meta, limits, now_ms)
+                    dead += row[0] == DEAD_LETTERS_TABLE
+                    yield row
+                self.offsets.put(partition, records[-1].offset + 1)
+                polled += len(records)
+            if polled:
+                self.records_in.inc(polled)
+            if dead:
+                self.dead_letters_out.inc(dead)
+            lag = consumer.lag()
+            self.records_lag.inc(lag - self.lag_by_slot.get(slot, 0))
+            self.lag_by_slot[slot] = lag
         backlog = polled >= self.settings.max_poll_records or lag > 0
         self._arm(ctx, 0 if backlog else self.settings.idle_poll_interval_ms)

@@ -30,7 +30,6 @@ Outputs, as (table, window_start, newline-joined JSON rows, shard):
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -43,6 +42,7 @@ from pyflink.datastream import KeyedBroadcastProcessFunction, OutputTag, Runtime
 from pyflink.datastream.state import MapStateDescriptor
 
 from udfs.attribution import ATTRIBUTION_RULES, AttributionRules
+from udfs.busy_time import BusyTime
 from udfs.dimensions import Dimensions, parse_change
 from udfs.enrichment import enrich_event
 from udfs.identity import IdentityResolver, IdentityRules, extract_identifiers
@@ -130,8 +130,7 @@ class ProfileStage(KeyedBroadcastProcessFunction):
         self.dropped = group.counter("identifiers_dropped")
         self.unresolved = group.counter("events_without_identifiers")
         self.dimension_changes = group.counter("dimension_changes")
-        self.busy_ms = group.counter("busy_ms")  # time spent in this operator's Python
-        self.cpu_ms = group.counter("cpu_ms")  # CPU of the thread (busy_ms minus waiting)
+        self.busy_time = BusyTime(group)
 
     # -- dimension changes (broadcast side)
 
@@ -166,19 +165,17 @@ class ProfileStage(KeyedBroadcastProcessFunction):
         if target not in (EVENTS_TABLE, COST_TABLE):  # dead letters: nothing to add
             yield Row(target, window_start, body, shard)
             return
-        began, began_cpu = time.perf_counter(), time.thread_time()
-        rows = [orjson.loads(line) for line in body.split("\n")]
-        if target == EVENTS_TABLE:
-            tables = self.resolve_events(rows)
-        else:
-            tables = {COST_TABLE: rows, "cost_allocations": self.allocate_costs(rows)}
-        out_rows = [
-            Row(table, window_start, dumps_lines(rows), shard)
-            for table, rows in tables.items()
-            if rows
-        ]
-        self.busy_ms.inc(int((time.perf_counter() - began) * 1000))
-        self.cpu_ms.inc(int((time.thread_time() - began_cpu) * 1000))
+        with self.busy_time.measure():
+            rows = [orjson.loads(line) for line in body.split("\n")]
+            if target == EVENTS_TABLE:
+                tables = self.resolve_events(rows)
+            else:
+                tables = {COST_TABLE: rows, "cost_allocations": self.allocate_costs(rows)}
+            out_rows = [
+                Row(table, window_start, dumps_lines(rows), shard)
+                for table, rows in tables.items()
+                if rows
+            ]
         side = self.settings.side_output_tables
         for row in out_rows:
             yield row
