@@ -43,7 +43,7 @@ from pyflink.datastream.state import MapStateDescriptor
 
 from udfs.attribution import ATTRIBUTION_RULES, AttributionRules
 from udfs.busy_time import BusyTime
-from udfs.dimensions import Dimensions, parse_change
+from udfs.dimensions import DimensionChange, Dimensions, parse_change
 from udfs.enrichment import enrich_event
 from udfs.identity import IdentityResolver, IdentityRules, extract_identifiers
 from udfs.identity_state import SEP, CachedStateStore
@@ -107,15 +107,14 @@ class ProfileStage(KeyedBroadcastProcessFunction):
         self.settings = settings
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        from pyflink.datastream.state import MapStateDescriptor as Map
-
         self.rules = IdentityRules.from_mapping(self.settings.identity_rules)
+        state = runtime_context.get_map_state
         self.store = CachedStateStore(
-            links=runtime_context.get_map_state(Map("links", Types.STRING(), Types.STRING())),
-            profiles=runtime_context.get_map_state(
-                Map("profiles", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+            links=state(MapStateDescriptor("links", Types.STRING(), Types.STRING())),
+            profiles=state(
+                MapStateDescriptor("profiles", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
             ),
-            sequence=runtime_context.get_map_state(Map("sequence", Types.STRING(), Types.LONG())),
+            sequence=state(MapStateDescriptor("sequence", Types.STRING(), Types.LONG())),
             max_entries=self.settings.cache_entries,
         )
         self.resolver = IdentityResolver(self.rules, self.store)
@@ -134,8 +133,7 @@ class ProfileStage(KeyedBroadcastProcessFunction):
 
     # -- dimension changes (broadcast side)
 
-    def _apply_change(self, raw: str) -> None:
-        change = parse_change(raw.encode())
+    def _apply_change(self, change: DimensionChange) -> None:
         if change.dimension == ATTRIBUTION_RULES:
             self.attribution.apply(change)
         else:
@@ -145,16 +143,16 @@ class ProfileStage(KeyedBroadcastProcessFunction):
         """After open (a start or a restore), re-apply every change kept in broadcast state."""
         if not self.changes_replayed:
             for _, raw in broadcast_state.items():
-                self._apply_change(raw)
+                self._apply_change(parse_change(raw))
             self.changes_replayed = True
 
     def process_broadcast_element(self, value: Row, ctx: Any) -> None:
         state = ctx.get_broadcast_state(CHANGES_DESCRIPTOR)
         self._replay_changes(state)
         raw = value[2]  # the reader's (target, dedup_key, line): line is the raw change
-        change = parse_change(raw.encode())
+        change = parse_change(raw)
         state.put(f"{change.dimension}{SEP}{change.key_string}{SEP}{change.valid_from_ms}", raw)
-        self._apply_change(raw)
+        self._apply_change(change)
         self.dimension_changes.inc()
 
     # -- batches (keyed side)
