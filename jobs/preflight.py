@@ -62,13 +62,9 @@ def check_redis(cfg: Config, timeout_seconds: float = 5.0) -> None:
     """Redis answers a PING (the profile stage writes identity lookups there)."""
     import redis
 
-    client = redis.Redis(
-        host=cfg.redis.host,
-        port=cfg.redis_port,
-        db=cfg.redis.db,
-        socket_timeout=timeout_seconds,
-        socket_connect_timeout=timeout_seconds,
-    )
+    from sinks.redis_profiles import RedisSettings, connect
+
+    client = connect(RedisSettings.from_config(cfg), timeout_seconds, timeout_seconds)
     try:
         client.ping()
     except (redis.RedisError, OSError) as exc:

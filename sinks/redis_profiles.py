@@ -93,6 +93,21 @@ class RedisSettings:
         )
 
 
+def connect(
+    settings: RedisSettings, timeout_seconds: float = 10.0, connect_timeout_seconds: float = 5.0
+):  # -> redis.Redis
+    """A client for the configured Redis (the sink's, preflight's and the demo's)."""
+    import redis
+
+    return redis.Redis(
+        host=settings.host,
+        port=settings.port,
+        db=settings.db,
+        socket_timeout=timeout_seconds,
+        socket_connect_timeout=connect_timeout_seconds,
+    )
+
+
 def link_key(prefix: str, tenant_id: str, id_type: str, id_value: str) -> str:
     """The Redis key of one identifier's profile lookup."""
     return f"{prefix}:{tenant_id}:id:{id_type}:{id_value}"
@@ -128,15 +143,7 @@ class RedisProfileWriter(MapFunction):
 
     def connect(self) -> None:
         """The client and the registered script (separate from open() for component tests)."""
-        import redis
-
-        self.client = redis.Redis(
-            host=self.settings.host,
-            port=self.settings.port,
-            db=self.settings.db,
-            socket_timeout=10,
-            socket_connect_timeout=5,
-        )
+        self.client = connect(self.settings)
         self.versioned_hsets = self.client.register_script(VERSIONED_HSETS)
 
     def open(self, runtime_context: RuntimeContext) -> None:

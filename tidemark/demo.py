@@ -56,9 +56,9 @@ def reset(cfg: Config) -> None:
             client.command(f"TRUNCATE TABLE {cfg.clickhouse.database}.{table}")
     finally:
         client.close()
-    import redis
+    from sinks.redis_profiles import RedisSettings, connect
 
-    r = redis.Redis(host=cfg.redis.host, port=cfg.redis_port, db=cfg.redis.db)
+    r = connect(RedisSettings.from_config(cfg))
     try:
         doomed = list(r.scan_iter(match=f"{cfg.redis.key_prefix}:*", count=10_000))
         for start in range(0, len(doomed), 10_000):
