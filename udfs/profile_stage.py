@@ -23,7 +23,7 @@ Outputs, as (table, window_start, newline-joined JSON rows, shard):
     profiles          every profile changed in the batch (its state after the batch)
     identity_merges   one row per merge (winner, loser, reason, event)
     profile_aliases   every old profile id re-keyed by a merge -> its live profile
-    cost_records      the input rows, unchanged
+    cost_records      the input batch, unchanged (passed on without re-serialising)
     cost_allocations  the attribution of each cost record (split rows sum exactly)
     dead_letters      passed through unchanged
 """
@@ -160,15 +160,16 @@ class ProfileStage(KeyedBroadcastProcessFunction):
     def process_element(self, value: Row, ctx: Any) -> Iterator[Row]:
         self._replay_changes(ctx.get_broadcast_state(CHANGES_DESCRIPTOR))
         target, window_start, body, shard = value[0], value[1], value[2], value[3]
-        if target not in (EVENTS_TABLE, COST_TABLE):  # dead letters: nothing to add
+        if target != EVENTS_TABLE:  # cost records and dead letters go on as they came
             yield Row(target, window_start, body, shard)
-            return
+            if target != COST_TABLE:
+                return
         with self.busy_time.measure():
             rows = [orjson.loads(line) for line in body.split("\n")]
             if target == EVENTS_TABLE:
                 tables = self.resolve_events(rows)
             else:
-                tables = {COST_TABLE: rows, "cost_allocations": self.allocate_costs(rows)}
+                tables = {"cost_allocations": self.allocate_costs(rows)}
             out_rows = [
                 Row(table, window_start, dumps_lines(rows), shard)
                 for table, rows in tables.items()
