@@ -17,11 +17,16 @@ each event once and everything stateful per event runs in Java):
       -> union with dead letters -> 1 s processing-time window collecting each table's rows
          into one string per (table, identity shard) (Flink SQL, Java)
       -> ProfileStage (Python, keyed by shard, dimension changes broadcast to it from a second
-         reader on the changelog topic): enrich, resolve identities, attribute cost; state in
-         keyed MapState (ingest.profile_stage=false skips it)
-      -> ClickHouseBatchWriter (Python): one idempotent insert per table per window
+         reader on the changelog topic): enrich, resolve identities, attribute cost; then, in
+         the same call, the WindowStage (udfs/window_stage.py): judge lateness, fold panes,
+         live state and triggers; state in keyed MapState (ingest.profile_stage=false skips
+         it all, windows.enabled=false the windows)
+      -> ClickHouseBatchWriter (Python): one idempotent insert per table per window (events,
+         identity tables, allocations, panes, late events, window progress)
       -> RedisProfileWriter (Python, on the stage's side output of identity batches):
        versioned identity lookups and profile hashes
+      -> RedisLiveWriter (Python, on the stage's side output of live payloads): versioned
+       live-state hashes and exactly-once trigger notifications (Redis Streams)
 """
 
 from __future__ import annotations
@@ -38,9 +43,10 @@ from pyflink.java_gateway import get_gateway
 from pyflink.table import DataTypes, Schema, StreamTableEnvironment, Table
 
 from jobs.environment import create_environment
-from jobs.preflight import preflight
+from jobs.preflight import preflight, publish_window_specs, windows_active
 from sinks.clickhouse import ClickHouseBatchWriter, ClickHouseSettings
 from sinks.dead_letter_topic import DeadLetterPublisher
+from sinks.redis_live import LiveSinkSettings, RedisLiveWriter
 from sinks.redis_profiles import TABLES as REDIS_TABLES
 from sinks.redis_profiles import RedisProfileWriter, RedisSettings
 from tidemark.config import Config, ConfigError, load_config
@@ -55,11 +61,13 @@ from udfs.kafka_reader import (
 from udfs.profile_stage import (
     BATCH_TYPE,
     CHANGES_DESCRIPTOR,
+    LIVE_OUTPUT_ID,
     SIDE_OUTPUT_ID,
     ProfileStage,
     ProfileStageSettings,
 )
 from udfs.validation import ValidationLimits
+from udfs.window_stage import WindowStageSettings
 
 JOB_NAME = "tidemark-ingest"
 
@@ -97,6 +105,20 @@ def profile_stage_settings(cfg: Config) -> ProfileStageSettings:
         identity_rules=dict(cfg.identity.rules),
         cache_entries=cfg.identity.cache_entries,
         side_output_tables=REDIS_TABLES,
+        windows=window_stage_settings(cfg) if cfg.windows.enabled else None,
+    )
+
+
+def window_stage_settings(cfg: Config) -> WindowStageSettings:
+    """The window stage's settings, resolved on the client."""
+    w = cfg.windows
+    return WindowStageSettings(
+        specs=w.specs,
+        out_of_orderness_ms=w.out_of_orderness_ms,
+        allowed_lateness_ms=w.allowed_lateness_ms,
+        live=dataclasses.asdict(cfg.live),
+        live_ttl_ms=cfg.live.ttl_seconds * 1000,
+        cache_entries=cfg.identity.cache_entries,
     )
 
 
@@ -306,6 +328,19 @@ def build(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, cfg: C
             .name("redis-writer: versioned identity lookups and profiles")
         )
         discard(redis_written, "discard-redis")
+        if cfg.windows.enabled:
+            live_written = (
+                batched.get_side_output(OutputTag(LIVE_OUTPUT_ID, BATCH_TYPE))
+                .map(
+                    RedisLiveWriter(
+                        RedisSettings.from_config(cfg), LiveSinkSettings.from_config(cfg)
+                    ),
+                    output_type=Types.INT(),
+                )
+                .uid("redis-live-writer")
+                .name("redis-live-writer: live state and trigger notifications")
+            )
+            discard(live_written, "discard-redis-live")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -326,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.overrides)
         if not args.skip_preflight:
             preflight(cfg)
+        if windows_active(cfg):
+            publish_window_specs(cfg)
     except ConfigError as exc:
         print(f"tidemark ingest: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -8,7 +8,7 @@ message that names the setting to fix.
 from __future__ import annotations
 
 from tidemark.config import Config, ConfigError
-from tidemark.schema import INGEST_TABLES, PROFILE_TABLES
+from tidemark.schema import INGEST_TABLES, PROFILE_TABLES, WINDOW_TABLES
 
 
 def check_kafka(cfg: Config, timeout_seconds: float = 5.0) -> None:
@@ -50,6 +50,7 @@ def check_clickhouse(cfg: Config) -> None:
         client.close()
     present = {row[0] for row in rows}
     required = INGEST_TABLES + (PROFILE_TABLES if cfg.ingest.profile_stage else ())
+    required += WINDOW_TABLES if windows_active(cfg) else ()
     missing = [t for t in required if t not in present]
     if missing:
         raise ConfigError(
@@ -72,6 +73,39 @@ def check_redis(cfg: Config, timeout_seconds: float = 5.0) -> None:
             f"redis.host/redis.port: no Redis answers at {cfg.redis.host}:{cfg.redis_port} "
             f"({type(exc).__name__}: {exc})"
         ) from exc
+    finally:
+        client.close()
+
+
+def windows_active(cfg: Config) -> bool:
+    """Windows run inside the profile stage: both must be on."""
+    return cfg.ingest.profile_stage and cfg.windows.enabled
+
+
+def publish_window_specs(cfg: Config) -> None:
+    """Replace `window_specs` with this job's windows: the window views in ClickHouse read
+    sizes, slides, the pane and the idle timeout from it (006_windows.sql)."""
+    from tidemark.schema import connect
+    from udfs.window_specs import pane_ms, parse_specs
+
+    specs = parse_specs(cfg.windows.specs)
+    pane = pane_ms(specs)
+    w = cfg.windows
+    rows = [
+        [s.name, s.size_ms, s.slide_ms, pane, w.allowed_lateness_ms, w.idle_timeout_ms]
+        for s in specs
+    ]
+    client = connect(cfg)
+    try:
+        table = f"{cfg.clickhouse.database}.window_specs"
+        client.command(f"TRUNCATE TABLE {table}")
+        client.insert(
+            table,
+            rows,
+            column_names=[
+                "name", "size_ms", "slide_ms", "pane_ms", "allowed_lateness_ms", "idle_timeout_ms"
+            ],
+        )  # fmt: skip
     finally:
         client.close()
 

@@ -113,7 +113,8 @@ def test_partly_created_schema_names_the_missing_tables(cfg: Config) -> None:
         client.command(f"CREATE TABLE {name}.events (x UInt8) ENGINE = MergeTree ORDER BY x")
         missing = (
             "cost_records, dead_letters, profiles, identity_links, identity_merges, "
-            "profile_aliases, cost_allocations: run"
+            "profile_aliases, cost_allocations, cost_panes, engagement_panes, profile_panes, "
+            "late_events, window_progress, window_specs: run"
         )
         with pytest.raises(ConfigError, match=rf"lacks table\(s\) {missing}"):
             check_clickhouse(partial)

@@ -1,26 +1,30 @@
-"""The profile stage on the real local stack, with a TaskManager killed mid-stream.
+"""The profile and window stages on the real local stack, with a TaskManager killed mid-stream.
 
 The generator's stream (shared devices, anonymous visitors who identify later, aliases,
 duplicates, late and malformed events, tagged and untagged cost) goes through the whole job
 on the standalone cluster. Mid-stream, after a checkpoint, the TaskManager running the job is
 killed; between the two halves of the stream a dimension change (and a malformed one) is
 published on the changelog topic. Afterwards ClickHouse (events with profile ids and
-enrichment, profiles, links, merges, cost allocations) and Redis (identifier lookups,
-profile hashes) must equal the independent models in tests/reference_*.py.
+enrichment, profiles, links, merges, cost allocations, panes, window views, late events)
+and Redis (identifier lookups, profile hashes, live state, trigger streams) must equal the
+independent models in tests/reference_*.py. The allowed lateness is lowered to one minute so
+the generator's late events (up to ten minutes behind) exercise both sides of it.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 import shutil
+import signal
 import time
 
 import orjson
 import pytest
 
-from tests import ingest_flow, profile_flow
+from tests import ingest_flow, profile_flow, window_flow
 from tests.support import wait_until
-from tests.test_exactly_once import kill_job_taskmanager
+from tests.test_exactly_once import kill_job_taskmanager, python_worker_pids, wait_mid_stream
 from tidemark import flink_rest
 from tidemark.gen import DEFAULT_START_MS
 from tidemark.gen_dimensions import write_dimension_files
@@ -32,6 +36,8 @@ pytestmark = [pytest.mark.stack, pytest.mark.slow]
 SEED = 31
 COUNT = 60_000  # one simulated minute at the generator's 1000 records/s
 CHANGE_VALID_FROM = DEFAULT_START_MS + 40_000  # inside the second half's event times
+WORKER_SEED = 37
+WORKER_COUNT = 30_000  # process mode is several times slower: half a simulated minute
 
 
 def renamed_product(dimensions_dir) -> dict:
@@ -51,6 +57,7 @@ def test_profiles_enrichment_and_allocations_exact_after_taskmanager_kill(stack_
         extra_overrides=[
             f"enrichment.dimensions_dir={dims}",
             "enrichment.changelog_poll_interval_ms=200",
+            "windows.allowed_lateness_ms=60000",
         ],
     )
     # What the model sees: the files plus the change the job will receive on the changelog.
@@ -62,6 +69,9 @@ def test_profiles_enrichment_and_allocations_exact_after_taskmanager_kill(stack_
     bad_change = b'{"dimension": "products", "op": "upsert", "key": {"tenant_id": "acme"}}'
     case.expected.dead_letters[bad_change] += 1
     want = profile_flow.expectation(case, model_dims)
+    want_windows = window_flow.expectation(case, model_dims, want)
+    assert want_windows.late, "the stream should exercise rows beyond the allowed lateness"
+    assert any(want_windows.notifications.values()), "the stream should cross trigger rules"
 
     half = len(case.records) // 2
     ingest_flow.produce_range(case, 0, half)
@@ -91,6 +101,7 @@ def test_profiles_enrichment_and_allocations_exact_after_taskmanager_kill(stack_
         profile_flow.assert_identity_tables(case.cfg, want)
         wait_until(lambda: passes(profile_flow.assert_redis, case, want), 60, "Redis")
         profile_flow.assert_redis(case.cfg, want)
+        assert_windows(case, want_windows)
         assert want.identity.merges, "the stream should exercise merges"
         renamed = [k for k, v in want.enrichment.items() if change["name"] in v["product_names"]]
         assert renamed, "some events should be enriched with the changed product version"
@@ -99,7 +110,62 @@ def test_profiles_enrichment_and_allocations_exact_after_taskmanager_kill(stack_
         flink.start_taskmanager(case.cfg)  # back to two, as a supervisor would
 
 
-def passes(check, case: ingest_flow.IngestCase, want: profile_flow.ProfileExpectation) -> bool:
+WINDOW_CHECKS = (
+    window_flow.assert_late_and_progress,
+    window_flow.assert_panes,
+    window_flow.assert_window_views,
+    window_flow.assert_redis_live,
+)
+
+
+def assert_windows(case: ingest_flow.IngestCase, want_windows: object) -> None:
+    """Every window output equals the model's (waiting up to a minute for each sink)."""
+    for check in WINDOW_CHECKS:
+        if not eventually(lambda check=check: passes(check, case, want_windows), 60):
+            check(case.cfg, want_windows)  # fails, saying what differs
+
+
+def test_windows_live_state_and_triggers_exact_after_python_worker_kill(stack_cfg, tmp_path):
+    """Process mode runs Python in worker processes: SIGKILL the one running the stages
+    mid-stream; windows, late rows, live state and notifications must still be exact."""
+    dims = tmp_path / "dimensions"
+    write_dimension_files(dims, seed=WORKER_SEED, start_ms=DEFAULT_START_MS)
+    case = ingest_flow.new_case(
+        stack_cfg,
+        seed=WORKER_SEED,
+        count=WORKER_COUNT,
+        extra_overrides=[f"enrichment.dimensions_dir={dims}", "windows.allowed_lateness_ms=30000"],
+    )
+    want = profile_flow.expectation(case, dims)
+    want_windows = window_flow.expectation(case, dims, want)
+    assert want_windows.late and any(want_windows.notifications.values())
+    ingest_flow.produce_all(case)
+    job_id = ingest_flow.start_job(case, extra_overrides=["flink.python.execution-mode=process"])
+    url = flink.rest_url(case.cfg)
+    try:
+        wait_until(lambda: bool(python_worker_pids(case)), 60, "a Python worker process")
+        wait_mid_stream(case, job_id)
+        os.kill(python_worker_pids(case)[0], signal.SIGKILL)
+        wait_until(lambda: flink_rest.restarts(url, job_id) >= 1, 120, "the job to restart")
+        ingest_flow.wait_for_all_rows(case, job_id, timeout=600)
+        ingest_flow.assert_exact(case)
+        profile_flow.assert_events(case.cfg, want)
+        assert_windows(case, want_windows)
+    finally:
+        flink_rest.cancel(url, job_id)
+
+
+def eventually(condition, timeout: float) -> bool:
+    """Whether `condition` holds within `timeout` seconds (sinks catch up asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def passes(check, case: ingest_flow.IngestCase, want: object) -> bool:
     try:
         check(case.cfg, want)
         return True

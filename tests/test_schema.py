@@ -82,7 +82,7 @@ def test_apply_creates_tables_views_and_records_versions(fresh: Config, client: 
     applied = schema.apply(fresh)
 
     files = schema.migrations()
-    assert [m.version for m in applied] == [1, 2, 3, 4, 5] == [m.version for m in files]
+    assert [m.version for m in applied] == [1, 2, 3, 4, 5, 6] == [m.version for m in files]
     engines = tables_of(client, database)
     for table in TABLES:
         assert engines[table] == "ReplacingMergeTree", table

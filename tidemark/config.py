@@ -126,6 +126,35 @@ class RedisConfig:
 
 
 @dataclass(frozen=True)
+class WindowsConfig:
+    """Event-time sliding windows over the profile stage's output (issue 4).
+
+    `specs` is a comma-separated list of size/slide pairs ("1h/1m,5m/10s"); every spec's size
+    is a multiple of its slide. Lateness is judged per tenant and family against a clock kept
+    in checkpointed state (see udfs/event_clock.py), so replays decide identically.
+    """
+
+    enabled: bool = True  # needs ingest.profile_stage
+    specs: str = "1h/1m,5m/10s"
+    out_of_orderness_ms: int = 5_000
+    allowed_lateness_ms: int = 600_000
+    idle_timeout_ms: int = 60_000  # a tenant idle this long stops holding back `is_final`
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    """Per-profile and per-team live state in Redis, and the trigger rules over it."""
+
+    windows: str = "30m,1h"  # comma-separated window sizes of the live counters
+    last_orders: int = 10
+    order_event: str = "Order Completed"
+    cart_event: str = "Product Added"
+    ttl_seconds: int = 7 * 86_400
+    stream_maxlen: int = 100_000  # approximate cap of each tenant's notification stream
+    triggers: dict[str, Any] = field(default_factory=dict)  # rule id -> {entity, when}
+
+
+@dataclass(frozen=True)
 class Config:
     """All tidemark settings. `flink` holds raw Flink keys passed through to the job."""
 
@@ -136,6 +165,8 @@ class Config:
     enrichment: EnrichmentConfig = field(default_factory=EnrichmentConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
+    windows: WindowsConfig = field(default_factory=WindowsConfig)
+    live: LiveConfig = field(default_factory=LiveConfig)
     flink: dict[str, str] = field(default_factory=dict)
     source_path: str = ""
     overrides: tuple[str, ...] = ()  # as given to load_config, so a job can be given the same
@@ -178,6 +209,8 @@ _SECTIONS: dict[str, type] = {
     "enrichment": EnrichmentConfig,
     "identity": IdentityConfig,
     "redis": RedisConfig,
+    "windows": WindowsConfig,
+    "live": LiveConfig,
 }
 
 
@@ -277,6 +310,10 @@ def _check_ranges(cfg: Config) -> None:
         "identity.cache_entries": cfg.identity.cache_entries,
         "redis.write_retries": cfg.redis.write_retries,
         "stack.taskmanager_slots": cfg.stack.taskmanager_slots,
+        "windows.idle_timeout_ms": cfg.windows.idle_timeout_ms,
+        "live.last_orders": cfg.live.last_orders,
+        "live.ttl_seconds": cfg.live.ttl_seconds,
+        "live.stream_maxlen": cfg.live.stream_maxlen,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -292,6 +329,11 @@ def _check_ranges(cfg: Config) -> None:
     if directory is not None and not directory.is_dir():
         raise ConfigError(f"enrichment.dimensions_dir: no such directory: {directory}")
     _check_identity_rules(cfg.identity.rules)
+    for key in ("windows.out_of_orderness_ms", "windows.allowed_lateness_ms"):
+        section, name = key.split(".")
+        if getattr(getattr(cfg, section), name) < 0:
+            raise ConfigError(f"{key}: must not be negative")
+    _check_windows(cfg)
     for key in ("kafka_port", "redis_port", "clickhouse_port", "flink_rest_port", "flink_rpc_port"):
         port = getattr(cfg.stack, key)
         if not 0 < port < 65536:
@@ -315,8 +357,26 @@ def _check_identity_rules(rules: dict[str, Any]) -> None:
     try:
         IdentityRules.from_mapping(rules)
     except ValueError as exc:
-        raise ConfigError(str(exc) if str(exc).startswith("identity.") else
-                          f"identity.rules: {exc}") from exc
+        raise ConfigError(
+            str(exc) if str(exc).startswith("identity.") else f"identity.rules: {exc}"
+        ) from exc
+
+
+def _check_windows(cfg: Config) -> None:
+    """Parse the window specs, live windows and trigger rules once on the client, so a bad
+    one fails before submission with the key named."""
+    from udfs.live_state import LiveSettings
+    from udfs.window_specs import parse_specs
+
+    try:
+        parse_specs(cfg.windows.specs)
+    except ValueError as exc:
+        raise ConfigError(f"windows.specs: {exc}") from exc
+    try:
+        LiveSettings.from_config(cfg.live)
+    except ValueError as exc:
+        text = str(exc)
+        raise ConfigError(text if text.startswith("live.") else f"live: {text}") from exc
 
 
 def _apply_override(raw: dict[str, Any], override: str) -> None:

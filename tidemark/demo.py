@@ -52,7 +52,7 @@ def reset(cfg: Config) -> None:
     topics.ensure_topics(cfg)
     client = schema.connect(cfg)
     try:
-        for table in (*schema.INGEST_TABLES, *schema.PROFILE_TABLES):
+        for table in (*schema.INGEST_TABLES, *schema.PROFILE_TABLES, *schema.WINDOW_TABLES):
             client.command(f"TRUNCATE TABLE {cfg.clickhouse.database}.{table}")
     finally:
         client.close()
@@ -72,6 +72,7 @@ def profile_summary(cfg: Config) -> list[str]:
     db = cfg.clickhouse.database
     client = schema.connect(cfg)
     try:
+
         def one(sql: str) -> object:
             return client.query(sql).result_rows[0][0]
 
@@ -101,6 +102,56 @@ def profile_summary(cfg: Config) -> list[str]:
         tenant, kind, value, profile = sample[0]
         key = f"{cfg.redis.key_prefix}:{tenant}:id:{kind}:{value}"
         lines.append(f"Redis: HGET {key} p  ->  {profile}")
+    return lines
+
+
+def window_summary(cfg: Config) -> list[str]:
+    """Report lines on the windows, live state and notifications (a dashboard's first look)."""
+    db = cfg.clickhouse.database
+    client = schema.connect(cfg)
+    try:
+        panes = client.query(
+            f"SELECT (SELECT count() FROM {db}.cost_panes FINAL), "
+            f"(SELECT count() FROM {db}.engagement_panes FINAL), "
+            f"(SELECT count() FROM {db}.profile_panes FINAL), "
+            f"(SELECT count() FROM {db}.late_events FINAL)"
+        ).result_rows[0]
+        top_campaign = client.query(
+            f"SELECT tenant_id, campaign_id, events, unique_profiles, revenue, window_end "
+            f"FROM {db}.engagement_windows_latest WHERE window = '5m/10s' AND campaign_id != '' "
+            "AND event_type = '*' ORDER BY events DESC LIMIT 1"
+        ).result_rows
+    finally:
+        client.close()
+    lines = [
+        f"window panes         cost {panes[0]:,}, engagement {panes[1]:,}, profile {panes[2]:,}"
+        f"; late events {panes[3]:,}",
+    ]
+    if top_campaign:
+        tenant, campaign, events, profiles, revenue, end = top_campaign[0]
+        lines.append(
+            f"top campaign (5 min to {end:%H:%M:%S}): {tenant}/{campaign} {events:,} events, "
+            f"{profiles:,} profiles, revenue {revenue}"
+        )
+    from sinks.redis_profiles import RedisSettings, connect
+
+    r = connect(RedisSettings.from_config(cfg))
+    try:
+        prefix = cfg.redis.key_prefix
+        streams = list(r.scan_iter(match=f"{prefix}:*:notifications", count=10_000))
+        notes = sum(r.xlen(s) for s in streams)
+        rules: dict[str, int] = {}
+        for stream in streams:
+            for _, entry in r.xrange(stream, count=10_000):
+                rule = entry[b"rule"].decode()
+                rules[rule] = rules.get(rule, 0) + 1
+        live = next(iter(r.scan_iter(match=f"{prefix}:*:profile:*:live", count=1_000)), None)
+    finally:
+        r.close()
+    by_rule = ", ".join(f"{rule} {n:,}" for rule, n in sorted(rules.items()))
+    lines.append(f"notifications        {notes:>10,}   ({by_rule or 'none'})")
+    if live is not None:
+        lines.append(f"Redis: HGETALL {live.decode()}")
     return lines
 
 
@@ -219,7 +270,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"time in the job      {took:>10.1f} s  ({expected.produced / took:,.0f} events/s)")
     if ok:
         wait_for_profiles(cfg)
-        for line in profile_summary(cfg):
+        for line in [*profile_summary(cfg), *window_summary(cfg)]:
             print(line)
     if not args.keep_running:
         flink_rest.cancel(url, job_id)

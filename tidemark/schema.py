@@ -22,6 +22,11 @@ INGEST_TABLES = ("events", "cost_records", "dead_letters")
 PROFILE_TABLES = (
     "profiles", "identity_links", "identity_merges", "profile_aliases", "cost_allocations"
 )  # fmt: skip
+#: The tables the window stage writes (migration 006); the windows are views over them.
+WINDOW_TABLES = (
+    "cost_panes", "engagement_panes", "profile_panes", "late_events", "window_progress",
+    "window_specs",
+)  # fmt: skip
 _NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 
 

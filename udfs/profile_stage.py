@@ -49,6 +49,7 @@ from udfs.identity import IdentityResolver, IdentityRules, extract_identifiers
 from udfs.identity_state import SEP, CachedStateStore
 from udfs.scd import row_time_ms
 from udfs.validation import ms_text
+from udfs.window_stage import LIVE_TABLE, WindowStage, WindowStageSettings
 
 EVENTS_TABLE = "events"
 COST_TABLE = "cost_records"
@@ -69,6 +70,10 @@ BATCH_TYPE = Types.ROW_NAMED(
 #: (a tag built on the client holds Java objects that cannot be pickled with the function).
 SIDE_OUTPUT_ID = "identity-batches"
 
+#: The side output carrying the window stage's `redis_live` payloads (one JSON object per
+#: batch) to the Redis live writer; they never reach ClickHouse.
+LIVE_OUTPUT_ID = "live-batches"
+
 
 @dataclass(frozen=True)
 class ProfileStageSettings:
@@ -78,6 +83,7 @@ class ProfileStageSettings:
     identity_rules: dict[str, Any]
     cache_entries: int
     side_output_tables: tuple[str, ...] = ()
+    windows: WindowStageSettings | None = None  # None: no windows, live state or triggers
 
 
 def kafka_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -123,6 +129,11 @@ class ProfileStage(KeyedBroadcastProcessFunction):
         self.attribution = attribution_rules(directory)
         self.changes_replayed = False
         self.side_output = OutputTag(SIDE_OUTPUT_ID)
+        self.live_output = OutputTag(LIVE_OUTPUT_ID)
+        self.windows: WindowStage | None = None
+        if self.settings.windows is not None:
+            self.windows = WindowStage(self.settings.windows)
+            self.windows.open(runtime_context)
         group = runtime_context.get_metrics_group().add_group("tidemark_profiles")
         self.unknown_dimensions = group.counter("unknown_dimension_lookups")
         self.merges = group.counter("merges")
@@ -168,8 +179,12 @@ class ProfileStage(KeyedBroadcastProcessFunction):
             rows = [orjson.loads(line) for line in body.split("\n")]
             if target == EVENTS_TABLE:
                 tables = self.resolve_events(rows)
+                if self.windows is not None:
+                    tables.update(self.windows.on_events(tables[EVENTS_TABLE]))
             else:
                 tables = {"cost_allocations": self.allocate_costs(rows)}
+                if self.windows is not None:
+                    tables.update(self.windows.on_allocations(tables["cost_allocations"]))
             out_rows = [
                 Row(table, window_start, dumps_lines(rows), shard)
                 for table, rows in tables.items()
@@ -177,6 +192,9 @@ class ProfileStage(KeyedBroadcastProcessFunction):
             ]
         side = self.settings.side_output_tables
         for row in out_rows:
+            if row[0] == LIVE_TABLE:
+                yield self.live_output, row
+                continue
             yield row
             if row[0] in side:
                 yield self.side_output, row
