@@ -126,6 +126,17 @@ def test_yaml_scalars_coerce_to_the_declared_type(tmp_path: Path) -> None:
         ("identity.rules={types: {email: {limit: 0}}}", "identity.types.email.limit"),
         ("identity.rules={colour: blue}", "identity.colour"),
         ("identity.rules=[1, 2]", "identity.rules: expected a mapping"),
+        ("windows.specs=1h/7m", "windows.specs: '1h/7m': the size must be a multiple"),
+        ("windows.specs=1h", "windows.specs: '1h': expected size/slide"),
+        ("windows.specs=", "windows.specs: no window spec given"),
+        ("windows.allowed_lateness_ms=-1", "windows.allowed_lateness_ms: must not be negative"),
+        ("windows.idle_timeout_ms=0", "windows.idle_timeout_ms: must be positive"),
+        ("live.windows=30x", "live.windows[0]: invalid duration '30x'"),
+        ("live.last_orders=0", "live.last_orders: must be positive"),
+        ("live.triggers={x: {entity: team, when: [{metric: count, op: '>', value: 1}]}}",
+         "live.triggers.x"),
+        ("live.triggers={x: {entity: profile, when: [{metric: cart_value, op: '=>', value: 1}]}}",
+         "live.triggers.x.when[0].op: unknown operator '=>'"),
     ],
 )
 def test_bad_override_names_the_key(override: str, named: str) -> None:

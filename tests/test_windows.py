@@ -105,6 +105,17 @@ def test_clocks_are_per_tenant_and_family_so_a_quiet_tenant_holds_back_no_one():
     }
 
 
+def test_only_clocks_that_moved_make_progress_rows():
+    c = clocks()
+    c.observe("acme", "cost", T0)
+    assert c.end_batch() == {("acme", "cost"): T0}
+    c.observe("acme", "cost", T0)  # the same hour's usage_start again: the clock stays
+    c.observe("acme", "cost", T0 - MINUTE)
+    assert c.end_batch() == {}
+    c.observe("acme", "cost", T0 + 60 * MINUTE)
+    assert c.end_batch() == {("acme", "cost"): T0 + 60 * MINUTE}
+
+
 def test_clocks_survive_the_batch_in_state_and_decide_the_same_after_a_restore():
     state = DictMapState()
     first = EventClocks(CachedMap(state, 1_000), Lateness(0, MINUTE))
