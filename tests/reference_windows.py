@@ -34,7 +34,7 @@ Where the spec is silent, this model decides (the job must agree):
 - snapshot fields `revenue:{w}`, `cart_value` and `last_orders` are always present ("0", "0",
   "[]"); `events:{type}:{w}` only when non-zero; team fields always present;
 - `last_orders` is taken from every order the profile ever applied (not cut by history);
-  an order without revenue shows "0", without a string order_id shows "";
+  an order without revenue shows null, without a string order_id shows "";
 - rules are evaluated in configured order; labels: `count:{event}:{w}`, `cart_value`,
   `sum:{field}:{w}`, or `sum:{field}:{event}:{w}` with an event filter; count values are
   integer text; history horizon = max over live windows and every rule's window (any entity).
@@ -442,7 +442,7 @@ def profile_fields(state: ProfileState, settings: WindowSettings) -> dict[str, s
         [
             {
                 "order_id": r.order_id,
-                "revenue": decimal_text(r.revenue if r.revenue is not None else 0),
+                "revenue": decimal_text(r.revenue) if r.revenue is not None else None,
                 "event_time": iso_ms(r.event_ms),
                 "message_id": r.message_id,
             }

@@ -398,7 +398,7 @@ def test_last_orders_newest_first_capped():
     assert json.loads(out.profile_live[(T, "p1")]["last_orders"]) == [
         {
             "order_id": "D",
-            "revenue": "0",
+            "revenue": None,
             "event_time": "2026-11-01T00:03:00.000Z",
             "message_id": "o4",
         },
