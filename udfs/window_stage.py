@@ -96,9 +96,10 @@ def map_state(runtime_context: RuntimeContext, name: str, value_type: Any, ttl_m
 class PlainStateStore:
     """The live engine's store, keeping only builtins in Flink state.
 
-    Why: in thread mode a pickled instance of one of our classes failed to pickle ("not the
-    same object as udfs.live_state.ProfileState": the job's modules can be imported twice in
-    a TaskManager), so entity states are stored as tagged tuples of their slots instead.
+    Why: the job's code is pickled by value (README, "Thread mode"), so the class of an
+    instance made on the worker is not the class pickle finds under its module's name, and
+    putting one in state failed ("not the same object as udfs.live_state.ProfileState").
+    Entity states are therefore stored as tagged tuples of their slots.
     """
 
     CLASSES: ClassVar[dict[str, type]] = {"P": ProfileState, "T": TeamState}
