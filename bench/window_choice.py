@@ -36,30 +36,17 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 VARIANTS = ("baseline", "sql-tvf", "sql-early-fire", "python-windows")
 
 
-class DictMapState:
-    """A MapState stand-in for the offline fold: get / put_all over a dict."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, object] = {}
-
-    def get(self, key: str) -> object:
-        return self.data.get(key)
-
-    def put_all(self, entries: dict[str, object]) -> None:
-        self.data.update(entries)
-
-
 def python_panes(rows: int, batch: int = 1_000) -> float:
     """Microseconds per cost row of the job's pane fold (six grouping sets, two specs)."""
     from decimal import Decimal
 
-    from udfs.cached_state import CachedMap
+    from udfs.cached_state import CachedMap, MemoryMapState
     from udfs.event_clock import EventClocks, Lateness
     from udfs.panes import Panes
     from udfs.window_specs import pane_ms, parse_specs
 
-    panes = Panes(CachedMap(DictMapState(), 200_000), pane_ms(parse_specs("1h/1m,5m/10s")))
-    clocks = EventClocks(CachedMap(DictMapState(), 200_000), Lateness(5_000, 600_000))
+    panes = Panes(CachedMap(MemoryMapState(), 200_000), pane_ms(parse_specs("1h/1m,5m/10s")))
+    clocks = EventClocks(CachedMap(MemoryMapState(), 200_000), Lateness(5_000, 600_000))
     amount = Decimal("1.234567")
     started = time.perf_counter()
     for start in range(0, rows, batch):

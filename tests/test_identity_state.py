@@ -6,29 +6,13 @@ surface; the real state is exercised end to end in tests/test_profile_e2e.py.
 
 from __future__ import annotations
 
+from udfs.cached_state import MemoryMapState
 from udfs.identity import IdentityResolver, IdentityRules, Profile
 from udfs.identity_state import CachedStateStore
 
 
-class DictMapState:
-    """The part of PyFlink's MapState the store uses, counting calls."""
-
-    def __init__(self) -> None:
-        self.data: dict = {}
-        self.gets = 0
-        self.put_alls = 0
-
-    def get(self, key):
-        self.gets += 1
-        return self.data.get(key)
-
-    def put_all(self, entries: dict) -> None:
-        self.put_alls += 1
-        self.data.update(entries)
-
-
-def new_store(max_entries: int = 1000) -> tuple[CachedStateStore, DictMapState, DictMapState]:
-    links, profiles, sequence = DictMapState(), DictMapState(), DictMapState()
+def new_store(max_entries: int = 1000) -> tuple[CachedStateStore, MemoryMapState, MemoryMapState]:
+    links, profiles, sequence = MemoryMapState(), MemoryMapState(), MemoryMapState()
     return CachedStateStore(links, profiles, sequence, max_entries), links, profiles
 
 

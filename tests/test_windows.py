@@ -12,28 +12,13 @@ from decimal import Decimal
 
 import pytest
 
-from udfs.cached_state import CachedMap
+from udfs.cached_state import CachedMap, MemoryMapState
 from udfs.event_clock import EventClocks, Lateness
 from udfs.panes import COST_PANES, ENGAGEMENT_PANES, PROFILE_PANES, Panes, cost_grouping_sets
 from udfs.window_specs import WindowSpec, pane_ms, pane_start, parse_spec, parse_specs
 
 T0 = 1_793_491_200_000  # 2026-11-01T00:00:00Z
 SECOND, MINUTE = 1_000, 60_000
-
-
-class DictMapState:
-    """A MapState stand-in: get / put_all over a dict (what CachedMap needs)."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, object] = {}
-        self.puts = 0
-
-    def get(self, key: str) -> object:
-        return self.data.get(key)
-
-    def put_all(self, entries: dict[str, object]) -> None:
-        self.puts += 1
-        self.data.update(entries)
 
 
 # -- specs and sliding assignment
@@ -77,7 +62,7 @@ def test_pane_start_floors_also_before_1970():
 
 
 def clocks(out_of_orderness=5 * SECOND, allowed=MINUTE) -> EventClocks:
-    return EventClocks(CachedMap(DictMapState(), 1_000), Lateness(out_of_orderness, allowed))
+    return EventClocks(CachedMap(MemoryMapState(), 1_000), Lateness(out_of_orderness, allowed))
 
 
 def test_late_within_the_allowed_lateness_counts_and_beyond_is_refused_with_its_watermark():
@@ -117,7 +102,7 @@ def test_only_clocks_that_moved_make_progress_rows():
 
 
 def test_clocks_survive_the_batch_in_state_and_decide_the_same_after_a_restore():
-    state = DictMapState()
+    state = MemoryMapState()
     first = EventClocks(CachedMap(state, 1_000), Lateness(0, MINUTE))
     first.observe("acme", "events", T0 + 5 * MINUTE)
     first.end_batch()
@@ -135,7 +120,7 @@ def engagement_rows(tables):
 
 
 def test_a_pane_is_emitted_in_every_batch_that_changes_it_with_a_growing_version():
-    panes = Panes(CachedMap(DictMapState(), 1_000), 10 * SECOND)
+    panes = Panes(CachedMap(MemoryMapState(), 1_000), 10 * SECOND)
     panes.add_event("acme", "c1", "Order Completed", T0 + 1, Decimal("10.5"), "p1")
     first = engagement_rows(panes.end_batch())
     key = ("acme", "c1", "Order Completed", "2026-11-01 00:00:00.000")
@@ -152,7 +137,7 @@ def test_a_pane_is_emitted_in_every_batch_that_changes_it_with_a_growing_version
 
 
 def test_a_late_row_within_lateness_re_emits_its_old_pane_corrected():
-    panes = Panes(CachedMap(DictMapState(), 1_000), 10 * SECOND)
+    panes = Panes(CachedMap(MemoryMapState(), 1_000), 10 * SECOND)
     panes.add_event("acme", "", "page", T0 + 1, None, "p1")
     panes.end_batch()
     panes.add_event("acme", "", "page", T0 + 9 * MINUTE, None, "p1")
@@ -163,7 +148,7 @@ def test_a_late_row_within_lateness_re_emits_its_old_pane_corrected():
 
 
 def test_profile_panes_keep_counts_revenue_and_the_last_event_time_per_profile():
-    panes = Panes(CachedMap(DictMapState(), 1_000), 10 * SECOND)
+    panes = Panes(CachedMap(MemoryMapState(), 1_000), 10 * SECOND)
     panes.add_event("acme", "", "Order Completed", T0 + 7, Decimal("2"), "p1")
     panes.add_event("acme", "", "Order Completed", T0 + 3, Decimal("3"), "p1")
     panes.add_event("acme", "", "Order Completed", T0 + 4, Decimal("3"), "")  # no profile
@@ -178,7 +163,7 @@ def test_cost_rows_fold_into_six_grouping_sets_per_tenant_and_currency():
         ("t", "f", "c", "s"), ("*", "f", "c", "s"), ("t", "*", "c", "s"),
         ("t", "f", "*", "s"), ("t", "f", "c", "*"), ("*", "*", "*", "*"),
     )  # fmt: skip
-    panes = Panes(CachedMap(DictMapState(), 1_000), 10 * SECOND)
+    panes = Panes(CachedMap(MemoryMapState(), 1_000), 10 * SECOND)
     one = (Decimal("1.000000000001"), Decimal("0.5"), Decimal("2"))
     panes.add_cost("acme", ("core", "search", "c1", "ec2"), "USD", T0, one)
     panes.add_cost("acme", ("ml", "search", "c1", "ec2"), "USD", T0, one)
@@ -193,13 +178,13 @@ def test_cost_rows_fold_into_six_grouping_sets_per_tenant_and_currency():
 
 
 def test_the_cache_writes_state_once_per_batch_and_reads_it_back_after_a_restore():
-    state = DictMapState()
+    state = MemoryMapState()
     panes = Panes(CachedMap(state, 1_000), 10 * SECOND)
     for i in range(100):
         panes.add_event("acme", "c1", "page", T0 + i, None, f"p{i % 7}")
     panes.end_batch()
     panes.store.flush()
-    assert state.puts == 1
+    assert state.put_alls == 1
     restored = Panes(CachedMap(state, 1_000), 10 * SECOND)
     restored.add_event("acme", "c1", "page", T0 + 5, None, "p-new")
     [row] = engagement_rows(restored.end_batch()).values()

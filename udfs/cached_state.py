@@ -17,6 +17,24 @@ from typing import Any
 from udfs.identity_state import put_all
 
 
+class MemoryMapState:
+    """The part of PyFlink's MapState the caches use (get, put_all), over a dict, counting
+    calls: for running state code off Flink, in unit tests and offline benchmarks."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+        self.gets = 0
+        self.put_alls = 0
+
+    def get(self, key: str) -> Any | None:
+        self.gets += 1
+        return self.data.get(key)
+
+    def put_all(self, entries: dict[str, Any] | list[tuple[str, Any]]) -> None:
+        self.put_alls += 1
+        self.data.update(entries)
+
+
 class CachedMap:
     """load/save/flush over a MapState; the cache is dropped whole past `max_entries`."""
 
