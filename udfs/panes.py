@@ -34,8 +34,9 @@ ENGAGEMENT_PANES = "engagement_panes"
 PROFILE_PANES = "profile_panes"
 
 
-def decimal_text(value: Decimal) -> str:
-    """Plain decimal text ClickHouse parses exactly (no exponent)."""
+def money_text(value: Decimal) -> str:
+    """A Decimal as plain text ClickHouse parses exactly (no exponent); the profile stage's
+    allocation rows use it too."""
     return format(value, "f")
 
 
@@ -133,9 +134,9 @@ class Panes:
                         "tenant_id": tenant, "team": team, "feature": feature,
                         "customer": customer, "service": service, "currency": currency,
                         "pane_start": ms_text(int(pane)),
-                        "billed_cost": decimal_text(value[0]),
-                        "effective_cost": decimal_text(value[1]),
-                        "usage_quantity": decimal_text(value[2]),
+                        "billed_cost": money_text(value[0]),
+                        "effective_cost": money_text(value[1]),
+                        "usage_quantity": money_text(value[2]),
                         "allocations": value[3], "version": value[3],
                     }
                 )  # fmt: skip
@@ -145,7 +146,7 @@ class Panes:
                     {
                         "tenant_id": tenant, "campaign_id": campaign, "event_type": event_type,
                         "pane_start": ms_text(int(pane)), "events": value[0],
-                        "revenue": decimal_text(value[1]), "profiles": sorted(value[2]),
+                        "revenue": money_text(value[1]), "profiles": sorted(value[2]),
                         "version": value[0],
                     }
                 )  # fmt: skip
@@ -155,7 +156,7 @@ class Panes:
                     {
                         "tenant_id": tenant, "profile_id": profile_id, "event_type": event_type,
                         "pane_start": ms_text(int(pane)), "events": value[0],
-                        "revenue": decimal_text(value[1]), "last_event_at": ms_text(value[2]),
+                        "revenue": money_text(value[1]), "last_event_at": ms_text(value[2]),
                         "version": value[0],
                     }
                 )  # fmt: skip

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +46,7 @@ from udfs.dimensions import DimensionChange, Dimensions, parse_change
 from udfs.enrichment import enrich_event
 from udfs.identity import IdentityResolver, IdentityRules, extract_identifiers
 from udfs.identity_state import SEP, CachedStateStore
+from udfs.panes import money_text
 from udfs.scd import row_time_ms
 from udfs.validation import ms_text
 from udfs.window_stage import LIVE_TABLE, WindowStage, WindowStageSettings
@@ -89,11 +89,6 @@ class ProfileStageSettings:
 def kafka_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows in Kafka order: the order identity is applied in (see the module docstring)."""
     return sorted(rows, key=lambda r: (r["source_partition"], r["source_offset"]))
-
-
-def money_text(value: Decimal) -> str:
-    """A Decimal as plain text ClickHouse parses exactly (no exponent)."""
-    return format(value, "f")
 
 
 def dumps_lines(rows: list[dict[str, Any]]) -> str:
