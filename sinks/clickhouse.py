@@ -40,7 +40,6 @@ class ClickHouseSettings:
     insert_retries: int
     insert_backoff_max_seconds: int
 
-
     @classmethod
     def from_config(cls, cfg: Config) -> ClickHouseSettings:
         """The settings resolved from tidemark's configuration (on the client)."""

@@ -50,8 +50,13 @@ import orjson
 from pyflink.common import Row
 from pyflink.datastream import MapFunction, RuntimeContext
 
-from sinks.redis_profiles import RedisSettings, connect
-from sinks.retry import retry_with_backoff
+from sinks.redis_profiles import (
+    KEYS_PER_CALL,
+    RedisSettings,
+    connect,
+    send_scripts,
+    versioned_calls,
+)
 from udfs.busy_time import BusyTime
 
 #: A versioned replace of many hashes in one call. KEYS = the hashes; ARGV[1] = TTL seconds
@@ -117,7 +122,6 @@ end
 return appended
 """
 NOTIFY_ARITY = 7
-KEYS_PER_CALL = 500  # keys (or notifications) per script call, as in sinks/redis_profiles
 
 
 @dataclass(frozen=True)
@@ -227,13 +231,10 @@ class RedisLiveWriter(MapFunction):
         notifications skipped as already delivered)."""
         prefix = self.settings.key_prefix
         writes = snapshot_writes(payload, prefix)
-        replace_calls = []
-        for start in range(0, len(writes), KEYS_PER_CALL):
-            chunk = writes[start : start + KEYS_PER_CALL]
-            args: list[Any] = [self.live.ttl_seconds]
-            for _, version, items in chunk:
-                args += [version, len(items), *items]
-            replace_calls.append(([key for key, _, _ in chunk], args))
+        replace_calls = [
+            (self.versioned_replace, keys, args)
+            for keys, args in versioned_calls(writes, self.live.ttl_seconds)
+        ]
         notify_calls = []
         total_notifications = 0
         notifications = payload.get("notifications") or ()
@@ -245,23 +246,14 @@ class RedisLiveWriter(MapFunction):
                 args = [self.live.stream_maxlen, self.live.ttl_seconds]
                 for _, items in chunk:
                     args += items
-                notify_calls.append((keys, args))
+                notify_calls.append((self.notify_once, keys, args))
         if not replace_calls and not notify_calls:
             return 0, 0, 0, 0
-
-        def send() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
-            for keys, args in replace_calls:
-                self.versioned_replace(keys=keys, args=args, client=pipe)
-            for keys, args in notify_calls:
-                self.notify_once(keys=keys, args=args, client=pipe)
-            return pipe.execute()
-
-        results = retry_with_backoff(
-            send,
-            what=f"Redis write of {len(writes)} live keys and {total_notifications} notifications",
-            attempts=self.settings.write_retries,
-            max_backoff_seconds=self.settings.write_backoff_max_seconds,
+        results = send_scripts(
+            self.client,
+            replace_calls + notify_calls,
+            self.settings,
+            f"Redis write of {len(writes)} live keys and {total_notifications} notifications",
         )
         written = sum(int(r) for r in results[: len(replace_calls)])
         appended = sum(int(r) for r in results[len(replace_calls) :])

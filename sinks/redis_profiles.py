@@ -28,7 +28,7 @@ checkpoint).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,6 +135,45 @@ def writes_for(table: str, row: Mapping[str, Any], prefix: str) -> tuple[str, in
     return key, int(row["version"]), fields
 
 
+def versioned_calls(
+    writes: Sequence[tuple[str, int, list[str]]], ttl_seconds: int
+) -> list[tuple[list[str], list[Any]]]:
+    """(KEYS, ARGV) of the script calls of versioned writes (key, version, field/value items),
+    at most KEYS_PER_CALL keys each: ARGV = the TTL, then per key its version, the number of
+    items and the items (the layout of VERSIONED_HSETS and sinks/redis_live's replace)."""
+    calls = []
+    for start in range(0, len(writes), KEYS_PER_CALL):
+        chunk = writes[start : start + KEYS_PER_CALL]
+        args: list[Any] = [ttl_seconds]
+        for _, version, items in chunk:
+            args += [version, len(items), *items]
+        calls.append(([key for key, _, _ in chunk], args))
+    return calls
+
+
+def send_scripts(
+    client: Any,
+    calls: Sequence[tuple[Any, list[str], list[Any]]],
+    settings: RedisSettings,
+    what: str,
+) -> list[Any]:
+    """Run (script, KEYS, ARGV) calls in one pipeline, retried whole with backoff (the
+    scripts make a repeat harmless); return their results in order."""
+
+    def send() -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        for script, keys, args in calls:
+            script(keys=keys, args=args, client=pipe)
+        return pipe.execute()
+
+    return retry_with_backoff(
+        send,
+        what=what,
+        attempts=settings.write_retries,
+        max_backoff_seconds=settings.write_backoff_max_seconds,
+    )
+
+
 class RedisProfileWriter(MapFunction):
     """Apply each incoming (table, window_start, newline-joined rows) batch to Redis."""
 
@@ -160,25 +199,12 @@ class RedisProfileWriter(MapFunction):
         """Write rows (one script call per KEYS_PER_CALL keys, pipelined); return (applied,
         skipped as older than stored)."""
         writes = [writes_for(table, row, self.settings.key_prefix) for row in rows]
-        calls = []
-        for start in range(0, len(writes), KEYS_PER_CALL):
-            chunk = writes[start : start + KEYS_PER_CALL]
-            args: list[Any] = [self.settings.profile_ttl_seconds]
-            for _, version, fields in chunk:
-                args += [version, len(fields), *fields]
-            calls.append(([key for key, _, _ in chunk], args))
-
-        def send() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
-            for keys, args in calls:
-                self.versioned_hsets(keys=keys, args=args, client=pipe)
-            return pipe.execute()
-
-        results = retry_with_backoff(
-            send,
-            what=f"Redis write of {len(writes)} {table} keys",
-            attempts=self.settings.write_retries,
-            max_backoff_seconds=self.settings.write_backoff_max_seconds,
+        calls = [
+            (self.versioned_hsets, keys, args)
+            for keys, args in versioned_calls(writes, self.settings.profile_ttl_seconds)
+        ]
+        results = send_scripts(
+            self.client, calls, self.settings, f"Redis write of {len(writes)} {table} keys"
         )
         applied = sum(int(r) for r in results)
         return applied, len(writes) - applied
