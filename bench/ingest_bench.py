@@ -56,6 +56,7 @@ from tests.support import stack_overrides
 from tidemark import flink_rest, schema, topics
 from tidemark.config import REPO_ROOT, Config, load_config
 from tidemark.demo import Expected, generate_stream
+from tidemark.freshness import now_ms
 from tidemark.produce import ProduceReport, produce
 from tidemark.run import submit
 from tidemark.schema import INGEST_TABLES as TABLES
@@ -74,11 +75,6 @@ VISIBLE_AT = {"events": "ingested_at", "cost_records": "ingested_at", "dead_lett
 
 
 # --- small helpers -------------------------------------------------------------------------------
-
-
-def now_ms() -> int:
-    """Wall-clock epoch milliseconds: the clock ClickHouse's now64(3) and Kafka timestamps use."""
-    return int(time.time() * 1000)
 
 
 def log(message: str) -> None:
@@ -859,7 +855,6 @@ def run_phase2(cfg: Config, args: argparse.Namespace, job_id: str, report: Repor
         f"phase 2: p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms, "
         f"max {lat['max_ms']:.0f} ms"
     )
-
 
 
 @contextlib.contextmanager

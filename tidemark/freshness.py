@@ -28,6 +28,8 @@ import orjson
 from tidemark import schema
 from tidemark.config import Config
 from tidemark.produce import producer
+from udfs.live_state import iso_ms  # the live hashes' text: a probe is matched on it
+from udfs.validation import ms_text
 
 PROBE_TENANT = "acme"
 PROBE_EVENT = "Bench Probe"
@@ -36,14 +38,8 @@ CLICKHOUSE_POLL_SECONDS = 0.2
 
 
 def now_ms() -> int:
-    """Wall-clock epoch milliseconds."""
+    """Wall-clock epoch milliseconds: the clock ClickHouse's now64(3) and Kafka timestamps use."""
     return time.time_ns() // 1_000_000
-
-
-def iso_ms(ms: int) -> str:
-    """The job's ISO text of epoch ms ('YYYY-MM-DDTHH:MM:SS.fffZ'), as in the live hashes."""
-    seconds, millis = divmod(ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
 
 
 def quantiles(values: list[float]) -> dict[str, float | int | None]:
@@ -100,7 +96,7 @@ class ProbeRun:
         prefix = cfg.redis.key_prefix
         self.id_key = f"{prefix}:{PROBE_TENANT}:id:user_id:{{}}"
         self.live_key = f"{prefix}:{PROBE_TENANT}:profile:{{}}:live"
-        self.redis_polls = self.clickhouse_polls = 0
+        self.polls = {"redis": 0, "clickhouse": 0}
 
     def pending(self, attr: str) -> list[Probe]:
         with self.lock:
@@ -158,17 +154,21 @@ class ProbeRun:
         """Every 20 ms, one pipelined round: identity keys of probes without a profile yet,
         then the live hashes of the probes whose profile is known (including ones just
         resolved, in a second round trip, so a resolution does not wait one more period)."""
-        client = redis_client(self.cfg)
+        self._poll("redis", REDIS_POLL_SECONDS, redis_client(self.cfg), self._redis_round)
+
+    def _poll(self, name: str, period: float, client: Any, one_round: Any) -> None:
+        """Run `one_round(client)` every `period` seconds until stopped or every probe is seen;
+        an error ends the poller and is reported in the summary."""
         try:
             while not self.stop.is_set():
                 started = time.perf_counter()
-                self._redis_round(client)
-                self.redis_polls += 1
+                one_round(client)
+                self.polls[name] += 1
                 if self.all_seen():
                     return
-                time.sleep(max(0.0, REDIS_POLL_SECONDS - (time.perf_counter() - started)))
+                time.sleep(max(0.0, period - (time.perf_counter() - started)))
         except Exception as exc:
-            self.errors.append(f"redis poller: {type(exc).__name__}: {exc}")
+            self.errors.append(f"{name} poller: {type(exc).__name__}: {exc}")
         finally:
             client.close()
 
@@ -206,34 +206,26 @@ class ProbeRun:
         FINAL: a row exists in FINAL exactly when some version of it exists, and min(updated_at)
         over the versions is when it first became visible."""
         db = self.cfg.clickhouse.database
-        since = iso_ms(since_ms - 60_000).replace("T", " ").removesuffix("Z")
+        since = ms_text(since_ms - 60_000)
         sql = (
             f"SELECT profile_id, toUnixTimestamp64Milli(max(last_event_at)), "
             f"toUnixTimestamp64Milli(min(updated_at)) FROM {db}.profile_panes "
             f"WHERE tenant_id = '{PROBE_TENANT}' AND event_type = '{PROBE_EVENT}' "
             f"AND pane_start >= '{since}' GROUP BY profile_id"
         )
-        client = schema.connect(self.cfg)
-        try:
-            while not self.stop.is_set():
-                started = time.perf_counter()
-                rows = client.query(sql).result_rows
-                seen = now_ms()
-                self.clickhouse_polls += 1
-                with self.lock:
-                    for pid, last_ms, updated_ms in rows:
-                        probe = self.by_event_ms.get(int(last_ms))
-                        if probe is not None and probe.clickhouse_seen_ms is None:
-                            probe.clickhouse_seen_ms = seen
-                            probe.clickhouse_updated_ms = int(updated_ms)
-                            probe.clickhouse_profile_id = str(pid)
-                if self.all_seen():
-                    return
-                time.sleep(max(0.0, CLICKHOUSE_POLL_SECONDS - (time.perf_counter() - started)))
-        except Exception as exc:
-            self.errors.append(f"clickhouse poller: {type(exc).__name__}: {exc}")
-        finally:
-            client.close()
+
+        def one_round(client: Any) -> None:
+            rows = client.query(sql).result_rows
+            seen = now_ms()
+            with self.lock:
+                for pid, last_ms, updated_ms in rows:
+                    probe = self.by_event_ms.get(int(last_ms))
+                    if probe is not None and probe.clickhouse_seen_ms is None:
+                        probe.clickhouse_seen_ms = seen
+                        probe.clickhouse_updated_ms = int(updated_ms)
+                        probe.clickhouse_profile_id = str(pid)
+
+        self._poll("clickhouse", CLICKHOUSE_POLL_SECONDS, schema.connect(self.cfg), one_round)
 
     def summary(self) -> dict[str, Any]:
         """Per target: lag quantiles (ms from send), probes seen, and oddities."""
@@ -262,7 +254,7 @@ class ProbeRun:
                 if p.redis_live_mismatch and p.redis_live_ms is None
             ],
             "profile_id_mismatches": pid_mismatch,
-            "redis_polls": self.redis_polls,
-            "clickhouse_polls": self.clickhouse_polls,
+            "redis_polls": self.polls["redis"],
+            "clickhouse_polls": self.polls["clickhouse"],
             "errors": self.errors,
         }
