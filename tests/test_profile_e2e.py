@@ -121,7 +121,9 @@ WINDOW_CHECKS = (
 def assert_windows(case: ingest_flow.IngestCase, want_windows: object) -> None:
     """Every window output equals the model's (waiting up to a minute for each sink)."""
     for check in WINDOW_CHECKS:
-        if not eventually(lambda check=check: passes(check, case, want_windows), 60):
+        try:
+            wait_until(lambda check=check: passes(check, case, want_windows), 60, check.__name__)
+        except AssertionError:
             check(case.cfg, want_windows)  # fails, saying what differs
 
 
@@ -153,16 +155,6 @@ def test_windows_live_state_and_triggers_exact_after_python_worker_kill(stack_cf
         assert_windows(case, want_windows)
     finally:
         flink_rest.cancel(url, job_id)
-
-
-def eventually(condition, timeout: float) -> bool:
-    """Whether `condition` holds within `timeout` seconds (sinks catch up asynchronously)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.5)
-    return False
 
 
 def passes(check, case: ingest_flow.IngestCase, want: object) -> bool:
