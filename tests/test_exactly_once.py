@@ -31,8 +31,9 @@ def wait_mid_stream(case: ingest_flow.IngestCase, job_id: str) -> None:
     url = flink.rest_url(case.cfg)
     total = sum(case.expected.counts().values())
     wait_until(
-        lambda: flink_rest.completed_checkpoints(url, job_id) >= 1
-        and rows_so_far(case) >= total // 10,
+        lambda: (
+            flink_rest.completed_checkpoints(url, job_id) >= 1 and rows_so_far(case) >= total // 10
+        ),
         180,
         "a completed checkpoint and 10% of the rows",
     )
@@ -100,6 +101,15 @@ def python_worker_pids(case: ingest_flow.IngestCase) -> list[int]:
     return workers
 
 
+def kill_python_worker(case: ingest_flow.IngestCase, job_id: str) -> None:
+    """Mid-stream, SIGKILL a Python worker (process mode); return once the job restarted."""
+    url = flink.rest_url(case.cfg)
+    wait_until(lambda: bool(python_worker_pids(case)), 60, "a Python worker process")
+    wait_mid_stream(case, job_id)
+    os.kill(python_worker_pids(case)[0], signal.SIGKILL)
+    wait_until(lambda: flink_rest.restarts(url, job_id) >= 1, 120, "the job to restart")
+
+
 def test_python_worker_killed_mid_stream(stack_cfg):
     """Process mode runs Python in separate worker processes; kill one of them."""
     case = ingest_flow.new_case(stack_cfg, seed=31, count=60_000)
@@ -107,11 +117,7 @@ def test_python_worker_killed_mid_stream(stack_cfg):
     job_id = ingest_flow.start_job(case, extra_overrides=["flink.python.execution-mode=process"])
     url = flink.rest_url(case.cfg)
     try:
-        wait_until(lambda: bool(python_worker_pids(case)), 60, "a Python worker process")
-        wait_mid_stream(case, job_id)
-        victim = python_worker_pids(case)[0]
-        os.kill(victim, signal.SIGKILL)
-        wait_until(lambda: flink_rest.restarts(url, job_id) >= 1, 120, "the job to restart")
+        kill_python_worker(case, job_id)
         ingest_flow.wait_for_all_rows(case, job_id, timeout=600)
         ingest_flow.assert_exact(case)
     finally:

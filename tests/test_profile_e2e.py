@@ -14,9 +14,7 @@ the generator's late events (up to ten minutes behind) exercise both sides of it
 from __future__ import annotations
 
 import csv
-import os
 import shutil
-import signal
 import time
 
 import orjson
@@ -24,7 +22,7 @@ import pytest
 
 from tests import ingest_flow, profile_flow, window_flow
 from tests.support import wait_until
-from tests.test_exactly_once import kill_job_taskmanager, python_worker_pids, wait_mid_stream
+from tests.test_exactly_once import kill_job_taskmanager, kill_python_worker
 from tidemark import flink_rest
 from tidemark.gen import DEFAULT_START_MS
 from tidemark.gen_dimensions import write_dimension_files
@@ -145,10 +143,7 @@ def test_windows_live_state_and_triggers_exact_after_python_worker_kill(stack_cf
     job_id = ingest_flow.start_job(case, extra_overrides=["flink.python.execution-mode=process"])
     url = flink.rest_url(case.cfg)
     try:
-        wait_until(lambda: bool(python_worker_pids(case)), 60, "a Python worker process")
-        wait_mid_stream(case, job_id)
-        os.kill(python_worker_pids(case)[0], signal.SIGKILL)
-        wait_until(lambda: flink_rest.restarts(url, job_id) >= 1, 120, "the job to restart")
+        kill_python_worker(case, job_id)
         ingest_flow.wait_for_all_rows(case, job_id, timeout=600)
         ingest_flow.assert_exact(case)
         profile_flow.assert_events(case.cfg, want)
