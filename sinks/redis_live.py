@@ -52,40 +52,13 @@ from pyflink.datastream import MapFunction, RuntimeContext
 
 from sinks.redis_profiles import (
     KEYS_PER_CALL,
+    VERSIONED_WRITES,
     RedisSettings,
     connect,
     send_scripts,
     versioned_calls,
 )
 from udfs.busy_time import BusyTime
-
-#: A versioned replace of many hashes in one call. KEYS = the hashes; ARGV[1] = TTL seconds
-#: (0: none), then per key: version, n, and n field/value items. A key whose stored `_v` is
-#: newer is left alone; otherwise it is deleted and written whole. HSET goes in slices of
-#: 1000 items (an even number, so pairs stay whole) to stay far below Lua's unpack limit.
-#: Returns how many keys were written.
-VERSIONED_REPLACE = """
-local ttl = tonumber(ARGV[1])
-local pos = 2
-local applied = 0
-for _, key in ipairs(KEYS) do
-  local version = ARGV[pos]
-  local n = tonumber(ARGV[pos + 1])
-  local current = redis.call('HGET', key, '_v')
-  if not current or tonumber(current) <= tonumber(version) then
-    redis.call('DEL', key)
-    redis.call('HSET', key, '_v', version)
-    local last = pos + 1 + n
-    for i = pos + 2, last, 1000 do
-      redis.call('HSET', key, unpack(ARGV, i, math.min(i + 999, last)))
-    end
-    if ttl > 0 then redis.call('EXPIRE', key, ttl) end
-    applied = applied + 1
-  end
-  pos = pos + 2 + n
-end
-return applied
-"""
 
 #: Exactly-once notifications of one tenant. KEYS[1] = the stream, then one crossing record
 #: key per notification; ARGV[1] = MAXLEN (0: untrimmed), ARGV[2] = the records' TTL seconds
@@ -210,7 +183,7 @@ class RedisLiveWriter(MapFunction):
     def connect(self) -> None:
         """The client and the registered scripts (separate from open() for component tests)."""
         self.client = connect(self.settings)
-        self.versioned_replace = self.client.register_script(VERSIONED_REPLACE)
+        self.versioned_writes = self.client.register_script(VERSIONED_WRITES)
         self.notify_once = self.client.register_script(NOTIFY_ONCE)
 
     def open(self, runtime_context: RuntimeContext) -> None:
@@ -232,8 +205,8 @@ class RedisLiveWriter(MapFunction):
         prefix = self.settings.key_prefix
         writes = snapshot_writes(payload, prefix)
         replace_calls = [
-            (self.versioned_replace, keys, args)
-            for keys, args in versioned_calls(writes, self.live.ttl_seconds)
+            (self.versioned_writes, keys, args)
+            for keys, args in versioned_calls(writes, self.live.ttl_seconds, replace=True)
         ]
         notify_calls = []
         total_notifications = 0

@@ -39,19 +39,28 @@ from pyflink.datastream import MapFunction, RuntimeContext
 from sinks.retry import retry_with_backoff
 from udfs.busy_time import BusyTime
 
-#: A versioned HSET of many keys in one call. KEYS = the hashes; ARGV[1] = TTL seconds (0:
-#: none), then per key: version, n, and n field/value items. A key whose stored `_v` is newer
-#: is left alone. Returns how many keys were written.
-VERSIONED_HSETS = """
+#: Versioned writes of many hashes in one call. KEYS = the hashes; ARGV[1] = TTL seconds (0:
+#: none), ARGV[2] = 1 to replace a hash whole (DEL first: fields a newer state no longer has
+#: disappear, as sinks/redis_live needs) or 0 to set the given fields (the identity hashes,
+#: always written whole anyway); then per key: version, n, and n field/value items. A key
+#: whose stored `_v` is newer is left alone. HSET goes in slices of 1000 items (even, so pairs
+#: stay whole), far below Lua's unpack limit. Returns how many keys were written.
+VERSIONED_WRITES = """
 local ttl = tonumber(ARGV[1])
-local pos = 2
+local replace = ARGV[2] == '1'
+local pos = 3
 local applied = 0
 for _, key in ipairs(KEYS) do
   local version = ARGV[pos]
   local n = tonumber(ARGV[pos + 1])
   local current = redis.call('HGET', key, '_v')
   if not current or tonumber(current) <= tonumber(version) then
-    redis.call('HSET', key, '_v', version, unpack(ARGV, pos + 2, pos + 1 + n))
+    if replace then redis.call('DEL', key) end
+    redis.call('HSET', key, '_v', version)
+    local last = pos + 1 + n
+    for i = pos + 2, last, 1000 do
+      redis.call('HSET', key, unpack(ARGV, i, math.min(i + 999, last)))
+    end
     if ttl > 0 then redis.call('EXPIRE', key, ttl) end
     applied = applied + 1
   end
@@ -136,15 +145,14 @@ def writes_for(table: str, row: Mapping[str, Any], prefix: str) -> tuple[str, in
 
 
 def versioned_calls(
-    writes: Sequence[tuple[str, int, list[str]]], ttl_seconds: int
+    writes: Sequence[tuple[str, int, list[str]]], ttl_seconds: int, replace: bool
 ) -> list[tuple[list[str], list[Any]]]:
-    """(KEYS, ARGV) of the script calls of versioned writes (key, version, field/value items),
-    at most KEYS_PER_CALL keys each: ARGV = the TTL, then per key its version, the number of
-    items and the items (the layout of VERSIONED_HSETS and sinks/redis_live's replace)."""
+    """(KEYS, ARGV) of the VERSIONED_WRITES calls of versioned writes (key, version,
+    field/value items), at most KEYS_PER_CALL keys each."""
     calls = []
     for start in range(0, len(writes), KEYS_PER_CALL):
         chunk = writes[start : start + KEYS_PER_CALL]
-        args: list[Any] = [ttl_seconds]
+        args: list[Any] = [ttl_seconds, int(replace)]
         for _, version, items in chunk:
             args += [version, len(items), *items]
         calls.append(([key for key, _, _ in chunk], args))
@@ -183,7 +191,7 @@ class RedisProfileWriter(MapFunction):
     def connect(self) -> None:
         """The client and the registered script (separate from open() for component tests)."""
         self.client = connect(self.settings)
-        self.versioned_hsets = self.client.register_script(VERSIONED_HSETS)
+        self.versioned_writes = self.client.register_script(VERSIONED_WRITES)
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.connect()
@@ -200,8 +208,10 @@ class RedisProfileWriter(MapFunction):
         skipped as older than stored)."""
         writes = [writes_for(table, row, self.settings.key_prefix) for row in rows]
         calls = [
-            (self.versioned_hsets, keys, args)
-            for keys, args in versioned_calls(writes, self.settings.profile_ttl_seconds)
+            (self.versioned_writes, keys, args)
+            for keys, args in versioned_calls(
+                writes, self.settings.profile_ttl_seconds, replace=False
+            )
         ]
         results = send_scripts(
             self.client, calls, self.settings, f"Redis write of {len(writes)} {table} keys"
