@@ -105,7 +105,7 @@ def profile_stage_settings(cfg: Config) -> ProfileStageSettings:
         identity_rules=dict(cfg.identity.rules),
         cache_entries=cfg.identity.cache_entries,
         side_output_tables=REDIS_TABLES,
-        windows=window_stage_settings(cfg) if cfg.windows.enabled else None,
+        windows=window_stage_settings(cfg) if windows_active(cfg) else None,
     )
 
 
@@ -328,7 +328,7 @@ def build(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, cfg: C
             .name("redis-writer: versioned identity lookups and profiles")
         )
         discard(redis_written, "discard-redis")
-        if cfg.windows.enabled:
+        if windows_active(cfg):
             live_written = (
                 batched.get_side_output(OutputTag(LIVE_OUTPUT_ID, BATCH_TYPE))
                 .map(
