@@ -267,7 +267,7 @@ def component_pids(cfg: Config, bench_pid: int) -> dict[str, list[int]]:
         "python workers": workers,
         "other TM children": helpers,
         "clickhouse (chDB)": daemon_pid(clickhouse),
-        "tansu (kafka)": daemon_pid(kafka),
+        "kafka (broker)": daemon_pid(kafka),
         "redis": daemon_pid(redis),
         "bench (gen+producer)": [bench_pid],
         "flink run client": [],  # filled in below
@@ -628,9 +628,8 @@ def config_info(cfg: Config) -> dict[str, Any]:
         "batch_max_rows": cfg.ingest.batch_max_rows,
         "batch_max_seconds": cfg.ingest.batch_max_seconds,
         "topic_partitions": cfg.kafka.partitions,
-        "reader_slots": cfg.kafka.reader_slots,
+        "kafka_source": "flink-sql-connector-kafka (KafkaSource)",
         "max_poll_records": cfg.kafka.max_poll_records,
-        "poll_timeout_ms": cfg.kafka.poll_timeout_ms,
         "taskmanagers": cfg.stack.taskmanagers,
         "taskmanager_slots": cfg.stack.taskmanager_slots,
         "checkpoint_interval": settings.get("execution.checkpointing.interval", "(off)"),
@@ -1041,7 +1040,7 @@ def _header(report: Report) -> list[str]:
         f"bundle.size {c.get('python_bundle_size')}",
         f"         batch_max_rows {c.get('batch_max_rows')}, "
         f"batch_max_seconds {c.get('batch_max_seconds')} (one insert per table per window)",
-        f"         {c.get('topic_partitions')} partitions, {c.get('reader_slots')} reader slots, "
+        f"         {c.get('topic_partitions')} partitions, {c.get('kafka_source')}, "
         f"max_poll_records {c.get('max_poll_records')}",
         f"         {c.get('taskmanagers')} TaskManager x {c.get('taskmanager_slots')} slot, "
         f"checkpoints every {c.get('checkpoint_interval')} ({c.get('state_backend')})",

@@ -10,9 +10,8 @@ or run it on a local mini-cluster for a quick try: `python -m jobs.ingest --loca
 The graph, and why each stage runs where it does (Python is the slow part, so Python touches
 each event once and everything stateful per event runs in Java):
 
-    datagen ticks (Java, rate-limited)
-      -> KafkaReaderFunction (Python, keyed by reader slot, driven by its own timers): poll,
-         validate, to JSON row; read offsets in keyed state
+    Flink's Kafka connector (KafkaSource, Java; offsets in checkpoints, read_committed)
+      -> ConnectorRecordValidator (Python, once per record): validate, to JSON row
       -> dedup on (tenant_id, message_id), keep first, state TTL = horizon (Flink SQL, Java)
       -> union with dead letters -> 1 s processing-time window collecting each table's rows
          into one string per (table, identity shard) (Flink SQL, Java)
@@ -45,18 +44,17 @@ from pyflink.table import DataTypes, Schema, StreamTableEnvironment, Table
 from jobs.environment import create_environment
 from jobs.preflight import preflight, publish_window_specs, windows_active
 from sinks.clickhouse import ClickHouseBatchWriter, ClickHouseSettings
-from sinks.dead_letter_topic import DeadLetterPublisher
 from sinks.redis_live import LiveSinkSettings, RedisLiveWriter
 from sinks.redis_profiles import TABLES as REDIS_TABLES
 from sinks.redis_profiles import RedisProfileWriter, RedisSettings
+from tidemark import jars
 from tidemark.config import Config, ConfigError, load_config
-from udfs.connector_records import ConnectorRecordValidator
-from udfs.kafka_reader import (
+from udfs.connector_records import (
     DEAD_LETTERS_TABLE,
     DIMENSION_CHANGES,
-    READER_OUTPUT_TYPE,
-    KafkaReaderFunction,
-    ReaderSettings,
+    RECORD_TYPE,
+    ChangeRecordValidator,
+    ConnectorRecordValidator,
 )
 from udfs.profile_stage import (
     BATCH_TYPE,
@@ -72,23 +70,11 @@ from udfs.window_stage import WindowStageSettings
 JOB_NAME = "tidemark-ingest"
 
 
-def reader_settings(cfg: Config) -> ReaderSettings:
-    """The reader's settings, resolved on the client."""
-    k = cfg.kafka
-    return ReaderSettings(
-        bootstrap_servers=cfg.kafka_bootstrap,
-        topic=k.topic,
-        reader_slots=k.reader_slots,
-        start_from=k.start_from,
-        max_poll_records=k.max_poll_records,
-        poll_timeout_ms=k.poll_timeout_ms,
-        fetch_max_bytes=k.fetch_max_bytes,
-        partition_discovery_seconds=k.partition_discovery_seconds,
-        idle_poll_interval_ms=k.idle_poll_interval_ms,
-        limits=ValidationLimits(
-            max_event_bytes=cfg.ingest.max_event_bytes,
-            max_future_seconds=cfg.ingest.max_future_seconds,
-        ),
+def validation_limits(cfg: Config) -> ValidationLimits:
+    """The record validator's limits, resolved on the client."""
+    return ValidationLimits(
+        max_event_bytes=cfg.ingest.max_event_bytes,
+        max_future_seconds=cfg.ingest.max_future_seconds,
     )
 
 
@@ -122,105 +108,87 @@ def window_stage_settings(cfg: Config) -> WindowStageSettings:
     )
 
 
-def tick_stream(
-    t_env: StreamTableEnvironment, slots: int, table: str = "tidemark_ticks"
-) -> DataStream:
-    """A slow stream of reader-slot ticks from Java's datagen: each arms its slot's poll timer."""
-    rate = slots  # about one tick per slot per second: ticks only (re-)arm timers
-    t_env.execute_sql(
-        f"""
-        CREATE TEMPORARY TABLE {table} (slot INT) WITH (
-          'connector' = 'datagen',
-          'rows-per-second' = '{rate}',
-          'fields.slot.kind' = 'random',  -- random: a sequence would end
-          'fields.slot.min' = '0',
-          'fields.slot.max' = '{slots - 1}'
-        )"""
-    )
-    return t_env.to_data_stream(t_env.sql_query(f"SELECT slot FROM {table}"))
+def startup_options(start_from: str) -> str:
+    """The connector's startup options for `kafka.start_from` (used when no checkpoint or
+    savepoint holds offsets: a restored job resumes from its checkpointed offsets)."""
+    if start_from == "earliest":
+        return "'scan.startup.mode' = 'earliest-offset'"
+    if start_from == "latest":
+        return "'scan.startup.mode' = 'latest-offset'"
+    millis = start_from.removeprefix("timestamp:")
+    return f"'scan.startup.mode' = 'timestamp', 'scan.startup.timestamp-millis' = '{millis}'"
 
 
-def connector_source_ddl(cfg: Config) -> str:
-    """DDL of a table over Flink's SQL Kafka connector, with the record position as metadata."""
-    start = cfg.kafka.start_from
-    if start == "earliest":
-        startup = "'scan.startup.mode' = 'earliest-offset'"
-    elif start == "latest":
-        startup = "'scan.startup.mode' = 'latest-offset'"
-    else:
-        millis = start.removeprefix("timestamp:")
-        startup = f"'scan.startup.mode' = 'timestamp', 'scan.startup.timestamp-millis' = '{millis}'"
+def connector_source_ddl(
+    cfg: Config, table: str = "tidemark_kafka", topic: str = "", start_from: str = ""
+) -> str:
+    """DDL of a table over Flink's SQL Kafka connector, with the record position as metadata.
+
+    `read_committed`: records of aborted transactions (a dead-letter or notification writer
+    that failed over, or any transactional producer) are never read.
+    """
+    k = cfg.kafka
     return f"""
-        CREATE TEMPORARY TABLE tidemark_kafka (
+        CREATE TEMPORARY TABLE {table} (
           `value` BYTES,
           `partition` INT METADATA VIRTUAL,
           `offset` BIGINT METADATA VIRTUAL,
           `ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL
         ) WITH (
           'connector' = 'kafka',
-          'topic' = '{cfg.kafka.topic}',
+          'topic' = '{topic or k.topic}',
           'properties.bootstrap.servers' = '{cfg.kafka_bootstrap}',
-          'properties.max.poll.records' = '{cfg.kafka.max_poll_records}',
-          'scan.topic-partition-discovery.interval' = '{cfg.kafka.partition_discovery_seconds} s',
-          {startup},
+          'properties.group.id' = '{k.consumer_group}',
+          'properties.isolation.level' = 'read_committed',
+          'properties.max.poll.records' = '{k.max_poll_records}',
+          'properties.fetch.max.bytes' = '{k.fetch_max_bytes}',
+          'scan.topic-partition-discovery.interval' = '{k.partition_discovery_seconds} s',
+          {startup_options(start_from or k.start_from)},
           'format' = 'raw'
         )"""
 
 
-def connector_records(t_env: StreamTableEnvironment, cfg: Config) -> DataStream:
-    """Validated records read by Flink's own Kafka connector (the operator supplied its jar)."""
-    jar = Path(cfg.kafka.connector_jar).resolve().as_uri()
-    t_env.get_config().set("pipeline.jars", jar)
+def use_connector_jar(t_env: StreamTableEnvironment, cfg: Config) -> None:
+    """Ship Flink's Kafka connector with the job: `kafka.connector_jar`, else the pinned one
+    bootstrap fetched (flink-conf/jars.lock)."""
+    jar = Path(cfg.kafka.connector_jar) if cfg.kafka.connector_jar else jars.connector_jar()
+    t_env.get_config().set("pipeline.jars", jar.resolve().as_uri())
+
+
+def kafka_records(t_env: StreamTableEnvironment, cfg: Config) -> DataStream:
+    """Validated records from the source topic: (target, dedup_key, line) per record."""
     t_env.execute_sql(connector_source_ddl(cfg))
     positioned = t_env.sql_query("SELECT `value`, `partition`, `offset`, ts FROM tidemark_kafka")
     return (
         t_env.to_data_stream(positioned)
         .map(
-            ConnectorRecordValidator(cfg.kafka.topic, reader_settings(cfg).limits),
-            output_type=READER_OUTPUT_TYPE,
+            ConnectorRecordValidator(cfg.kafka.topic, validation_limits(cfg)),
+            output_type=RECORD_TYPE,
         )
         .uid("kafka-validate")
         .name("validate, to row")
     )
 
 
-def kafka_records(t_env: StreamTableEnvironment, cfg: Config) -> DataStream:
-    """Validated records from Kafka: (target, dedup_key, line) per record.
-
-    Read by the Python reader, or by Flink's own Kafka connector when `kafka.connector_jar`
-    names its jar (flink-sql-connector-kafka-*.jar, not obtainable on these machines).
-    """
-    if cfg.kafka.connector_jar:
-        return connector_records(t_env, cfg)
-    return (
-        tick_stream(t_env, cfg.kafka.reader_slots)
-        .key_by(lambda tick: tick[0], key_type=Types.INT())
-        .process(KafkaReaderFunction(reader_settings(cfg)), output_type=READER_OUTPUT_TYPE)
-        .uid("kafka-reader")
-        .name("kafka-reader: poll, validate, to row")
-    )
-
-
 def dimension_changes(t_env: StreamTableEnvironment, cfg: Config) -> DataStream:
     """Records of the dimension changelog topic: (dimension_changes | dead_letters, "", line).
 
-    One reader slot, polling gently: changes are rare, and every one is broadcast anyway.
+    Always read from the earliest offset: a dimension version is never stale (as-of lookups
+    pick the version valid at each event's time).
     """
-    settings = dataclasses.replace(
-        reader_settings(cfg),
-        topic=cfg.enrichment.changelog_topic,
-        reader_slots=1,
-        start_from="earliest",  # a dimension version is never stale: as-of lookups pick
-        idle_poll_interval_ms=cfg.enrichment.changelog_poll_interval_ms,
-        payload=DIMENSION_CHANGES,
+    topic = cfg.enrichment.changelog_topic
+    t_env.execute_sql(
+        connector_source_ddl(cfg, "tidemark_dimension_changes", topic, start_from="earliest")
+    )
+    positioned = t_env.sql_query(
+        "SELECT `value`, `partition`, `offset`, ts FROM tidemark_dimension_changes"
     )
     return (
-        tick_stream(t_env, 1, "tidemark_changelog_ticks")
-        .key_by(lambda tick: tick[0], key_type=Types.INT())
-        .process(KafkaReaderFunction(settings), output_type=READER_OUTPUT_TYPE)
+        t_env.to_data_stream(positioned)
+        .map(ChangeRecordValidator(topic), output_type=RECORD_TYPE)
         .set_parallelism(1)
-        .uid("dimension-changelog-reader")
-        .name("dimension-changelog-reader")
+        .uid("dimension-changelog-validate")
+        .name("dimension-changelog: validate")
     )
 
 
@@ -268,6 +236,49 @@ def batches(t_env: StreamTableEnvironment, records: DataStream, cfg: Config) -> 
     )
 
 
+def dead_letter_sink_ddl(cfg: Config, job_name: str) -> str:
+    """DDL of the dead-letter topic as a transactional Kafka sink (Flink's KafkaSink, Java).
+
+    Exactly-once: each checkpoint commits one Kafka transaction per writer, so a consumer
+    reading `read_committed` sees every dead letter once, even across a failover (records
+    written after the last checkpoint are aborted and written again). The transactional-id
+    prefix is the job's name, so that two jobs never fence each other's transactions.
+    The key is the record's identity, for consumers that compact or index the topic.
+    """
+    return f"""
+        CREATE TEMPORARY TABLE tidemark_dead_letter_topic (
+          `key` BYTES,
+          `value` BYTES
+        ) WITH (
+          'connector' = 'kafka',
+          'topic' = '{cfg.kafka.dead_letter_topic}',
+          'properties.bootstrap.servers' = '{cfg.kafka_bootstrap}',
+          'properties.transaction.timeout.ms' = '900000',
+          'sink.delivery-guarantee' = 'exactly-once',
+          'sink.transactional-id-prefix' = '{job_name}-dead-letters',
+          'key.format' = 'raw',
+          'key.fields' = 'key',
+          'value.format' = 'raw',
+          'value.fields-include' = 'EXCEPT_KEY'
+        )"""
+
+
+def publish_dead_letters(t_env: StreamTableEnvironment, cfg: Config, job_name: str) -> None:
+    """Route every dead letter of `tidemark_parsed` to the dead-letter topic, in Java."""
+    t_env.execute_sql(dead_letter_sink_ddl(cfg, job_name))
+    statements = t_env.create_statement_set()
+    statements.add_insert_sql(
+        f"""
+        INSERT INTO tidemark_dead_letter_topic
+        SELECT CAST(CONCAT(JSON_VALUE(line, '$.source_partition'), ':',
+                           JSON_VALUE(line, '$.source_offset')) AS BYTES),
+               CAST(line AS BYTES)
+        FROM tidemark_parsed WHERE target = '{DEAD_LETTERS_TABLE}'
+        """
+    )
+    statements.attach_as_datastream()
+
+
 def discard(stream: DataStream, uid: str) -> None:
     """End a branch whose work is done in its last function (Flink needs a sink)."""
     j_sink = get_gateway().jvm.org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink()
@@ -291,8 +302,14 @@ def profiled(batched: DataStream, changes: DataStream, cfg: Config) -> DataStrea
     )
 
 
-def build(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, cfg: Config) -> None:
+def build(
+    env: StreamExecutionEnvironment,
+    t_env: StreamTableEnvironment,
+    cfg: Config,
+    job_name: str = JOB_NAME,
+) -> None:
     """Wire the ingest graph onto `env`."""
+    use_connector_jar(t_env, cfg)
     records = kafka_records(t_env, cfg)
     changes = dimension_changes(t_env, cfg) if cfg.ingest.profile_stage else None
     if changes is not None:  # a malformed dimension change is dead-lettered like any record
@@ -301,16 +318,9 @@ def build(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, cfg: C
             .set_parallelism(1)
             .uid("invalid-dimension-changes")
         )
-    writer = ClickHouseBatchWriter(
-        clickhouse_settings(cfg),
-        DeadLetterPublisher(
-            cfg.kafka_bootstrap,
-            cfg.kafka.dead_letter_topic,
-            attempts=cfg.ingest.insert_retries,
-            max_backoff_seconds=cfg.ingest.insert_backoff_max_seconds,
-        ),
-    )
+    writer = ClickHouseBatchWriter(clickhouse_settings(cfg))
     batched = t_env.to_data_stream(batches(t_env, records, cfg))
+    publish_dead_letters(t_env, cfg, job_name)
     if changes is not None:
         batched = profiled(batched, changes, cfg)
     written = (
@@ -367,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tidemark ingest: configuration error: {exc}", file=sys.stderr)
         return 2
     env, t_env = create_environment(cfg, args.job_name)
-    build(env, t_env, cfg)
+    build(env, t_env, cfg, args.job_name)
     if args.detached:
         client = env.execute_async(args.job_name)
         print(f"submitted {args.job_name}: job id {client.get_job_id()}")

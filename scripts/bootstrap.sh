@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything tidemark needs on a fresh Debian 12 machine with Python 3.11 and Java 17:
-# Debian's redis-server, and a virtualenv (.venv) with the pinned Python dependencies.
+# Debian's redis-server, a virtualenv (.venv) with the pinned Python dependencies, and the
+# pinned Java jars of flink-conf/jars.lock (Apache Kafka broker, Flink's Kafka connector)
+# from Maven Central with `mvn dependency:get`, checksum-verified.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +12,11 @@ if ! command -v redis-server >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
+if ! command -v mvn >/dev/null 2>&1; then
+  echo "bootstrap: installing maven from Debian"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq maven >/dev/null
 fi
 command -v java >/dev/null 2>&1 || { echo "bootstrap: Java 17 is required (apt-get install -y openjdk-17-jre-headless)"; exit 1; }
 
@@ -26,4 +33,5 @@ if ! .venv/bin/python -c "import tidemark, pyflink, chdb, kafka, crc32c" >/dev/n
   .venv/bin/pip install -q -e ".[dev]"
   touch .venv/.tidemark-installed
 fi
+.venv/bin/python -m tidemark.jars fetch
 echo "bootstrap: ready (.venv/bin/tidemark)"

@@ -92,9 +92,8 @@ def dedup_token(table: str, window_start: object, index: int, body: bytes) -> st
 class ClickHouseBatchWriter(MapFunction):
     """Insert each incoming (table, window_start, newline-joined rows) batch; emit the count."""
 
-    def __init__(self, settings: ClickHouseSettings, dead_letter_publisher=None) -> None:
+    def __init__(self, settings: ClickHouseSettings) -> None:
         self.settings = settings
-        self.dead_letter_publisher = dead_letter_publisher
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.client = connect(self.settings)
@@ -102,12 +101,8 @@ class ClickHouseBatchWriter(MapFunction):
         self.rows_written = metrics.counter("rows_written")
         self.inserts = metrics.counter("inserts")
         self.busy_time = BusyTime(metrics)
-        if self.dead_letter_publisher is not None:
-            self.dead_letter_publisher.open()
 
     def close(self) -> None:
-        if self.dead_letter_publisher is not None:
-            self.dead_letter_publisher.close()
         self.client.close()
 
     def insert_lines(self, table: str, window_start: object, lines: Sequence[str]) -> None:
@@ -133,8 +128,6 @@ class ClickHouseBatchWriter(MapFunction):
         # string instead of a 10k-element array cut the GIL time of each batch several-fold.
         with self.busy_time.measure():
             table, window_start, lines = value[0], value[1], value[2].split("\n")
-            if table == "dead_letters" and self.dead_letter_publisher is not None:
-                self.dead_letter_publisher.publish(lines)
             self.insert_lines(table, window_start, lines)
             self.rows_written.inc(len(lines))
         return len(lines)

@@ -1,6 +1,6 @@
 """Fixtures that start real components on free ports, each in a private state directory.
 
-- `kafka_cfg`: a Tansu broker alone (seconds), for reader, topic and producer tests;
+- `kafka_cfg`: an Apache Kafka broker alone (seconds), for topic and producer tests;
 - `clickhouse_cfg`: the chDB-backed ClickHouse HTTP server alone, schema applied;
 - `redis_cfg`: a Redis server alone, for the Redis sink's tests;
 - `stack_cfg`: the whole local stack with two TaskManagers (a killed one fails over to the
@@ -22,7 +22,7 @@ from tidemark.stack.commands import start_stack, stop_stack
 
 @pytest.fixture(scope="session")
 def kafka_cfg(tmp_path_factory) -> Iterator[Config]:
-    """Settings pointing at a fresh Tansu broker."""
+    """Settings pointing at a fresh Apache Kafka broker (KRaft, one node)."""
     cfg = load_config(overrides=stack_overrides(tmp_path_factory.mktemp("kafka-stack")))
     kafka.start(cfg)
     yield cfg

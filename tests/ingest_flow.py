@@ -232,18 +232,27 @@ def diff(name: str, got: Counter, want: Counter) -> str:
     )
 
 
-def dead_letter_topic_keys(cfg: Config) -> Counter:
-    """Keys of the messages on the dead-letter topic (source `partition:offset`)."""
+def dead_letter_topic_keys(cfg: Config, expected: int = 0, timeout: float = 60) -> Counter:
+    """Keys of the committed messages on the dead-letter topic (source `partition:offset`).
+
+    Read `read_committed`, as consumers of a transactional sink must: the job commits them
+    with each checkpoint, so polling goes on until `expected` arrived or `timeout` passed.
+    """
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=cfg.kafka_bootstrap, enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        bootstrap_servers=cfg.kafka_bootstrap,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
     try:
         tp = TopicPartition(cfg.kafka.dead_letter_topic, 0)
         consumer.assign([tp])
         consumer.seek_to_beginning(tp)
         keys: Counter = Counter()
         idle_polls = 0
-        while idle_polls < 3:
+        deadline = time.monotonic() + timeout
+        while idle_polls < 3 or (sum(keys.values()) < expected and time.monotonic() < deadline):
             batch = consumer.poll(timeout_ms=1000)
             idle_polls = 0 if batch else idle_polls + 1
             for records in batch.values():

@@ -27,11 +27,12 @@ def free_ports(count: int) -> list[int]:
 
 
 def stack_overrides(state_dir: Path, taskmanagers: int = 1) -> list[str]:
-    """`--set`-style overrides: a private state_dir and five free ports."""
-    kafka, redis, clickhouse, rest, rpc = free_ports(5)
+    """`--set`-style overrides: a private state_dir and six free ports."""
+    kafka, controller, redis, clickhouse, rest, rpc = free_ports(6)
     return [
         f"stack.state_dir={state_dir}",
         f"stack.kafka_port={kafka}",
+        f"stack.kafka_controller_port={controller}",
         f"stack.redis_port={redis}",
         f"stack.clickhouse_port={clickhouse}",
         f"stack.flink_rest_port={rest}",

@@ -95,7 +95,7 @@ def test_yaml_scalars_coerce_to_the_declared_type(tmp_path: Path) -> None:
     assert cfg.kafka.partitions == 6
     assert cfg.clickhouse.password == ""
     # A partial file leaves every other key at its default.
-    assert cfg.kafka.reader_slots == KafkaConfig().reader_slots
+    assert cfg.kafka.max_poll_records == KafkaConfig().max_poll_records
     assert cfg.stack == StackConfig()
 
 
@@ -108,7 +108,8 @@ def test_yaml_scalars_coerce_to_the_declared_type(tmp_path: Path) -> None:
         ("kafka.partitions=four", "kafka.partitions: expected an integer, got 'four'"),
         ("stack.kafka_port=1.5", "stack.kafka_port: expected an integer"),
         ("ingest.batch_max_rows=0", "ingest.batch_max_rows: must be positive, got 0"),
-        ("kafka.reader_slots=-2", "kafka.reader_slots: must be positive, got -2"),
+        ("kafka.max_poll_records=-2", "kafka.max_poll_records: must be positive, got -2"),
+        ("kafka.reader_slots=2", "unknown key 'kafka.reader_slots'"),
         ("stack.taskmanagers=0", "stack.taskmanagers: must be positive"),
         ("stack.kafka_port=70000", "stack.kafka_port: not a TCP port: 70000"),
         ("stack.clickhouse_port=0", "stack.clickhouse_port: not a TCP port: 0"),

@@ -1,9 +1,8 @@
 """The Flink Kafka connector path: its DDL, and the per-record validation it runs.
 
-The connector jar (flink-sql-connector-kafka) cannot be obtained on these machines, so the
-job cannot run this path here; these tests pin what can be checked without it: the source
-table's options follow the settings, and a connector record becomes the very row the Python
-reader would emit for it.
+Unit tests: the source and dead-letter tables' options follow the settings, and a connector
+record becomes the row validation defines for it. The job runs this path end to end against
+the real broker in tests/test_ingest_e2e.py and the kill tests.
 """
 
 from __future__ import annotations
@@ -14,10 +13,14 @@ from datetime import UTC, datetime
 import orjson
 from pyflink.common import Row
 
-from jobs.ingest import connector_source_ddl
+from jobs.ingest import connector_source_ddl, dead_letter_sink_ddl
 from tidemark.config import load_config
-from udfs.connector_records import ConnectorRecordValidator, epoch_millis
-from udfs.kafka_reader import to_output_row
+from udfs.connector_records import (
+    ChangeRecordValidator,
+    ConnectorRecordValidator,
+    epoch_millis,
+    to_output_row,
+)
 from udfs.validation import SourceMeta, ValidationLimits
 
 EVENT = orjson.dumps(
@@ -49,8 +52,29 @@ def test_ddl_follows_settings():
     assert "'scan.startup.timestamp-millis' = '1790000000000'" in ddl
     assert "'scan.topic-partition-discovery.interval' = '30 s'" in ddl
     assert "`partition` INT METADATA VIRTUAL" in ddl and "`offset` BIGINT METADATA" in ddl
+    assert "'properties.isolation.level' = 'read_committed'" in ddl
     latest = connector_source_ddl(load_config(overrides=["kafka.start_from=latest"]))
     assert "'scan.startup.mode' = 'latest-offset'" in latest
+    changes = connector_source_ddl(cfg, "t_changes", "dims", start_from="earliest")
+    assert "CREATE TEMPORARY TABLE t_changes" in changes and "'topic' = 'dims'" in changes
+    assert "'scan.startup.mode' = 'earliest-offset'" in changes
+
+
+def test_dead_letter_sink_is_transactional_per_job():
+    cfg = load_config(overrides=["kafka.dead_letter_topic=bad", "kafka.bootstrap_servers=b:9092"])
+    ddl = dead_letter_sink_ddl(cfg, "job-a")
+    assert "'topic' = 'bad'" in ddl and "'properties.bootstrap.servers' = 'b:9092'" in ddl
+    assert "'sink.delivery-guarantee' = 'exactly-once'" in ddl
+    assert "'sink.transactional-id-prefix' = 'job-a-dead-letters'" in ddl
+    assert "job-b-dead-letters" in dead_letter_sink_ddl(cfg, "job-b")
+
+
+def test_change_record_is_passed_raw_or_dead_lettered():
+    validator = ChangeRecordValidator("dims")
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    bad = validator.map(Row(b"{not json", 0, 3, at))
+    assert bad[0] == "dead_letters"
+    assert orjson.loads(bad[2])["reason_code"] == "invalid_dimension_change"
 
 
 def test_connector_record_becomes_the_readers_row():

@@ -27,7 +27,7 @@ def test_ingest_200k_matches_independent_expectation(stack_cfg):
         ingest_flow.assert_exact(case)
         expected_dead = case.expected.counts()["dead_letters"]
         assert expected_dead >= 900  # ~0.5% of 200k: the test must exercise dead letters
-        keys = ingest_flow.dead_letter_topic_keys(case.cfg)
+        keys = ingest_flow.dead_letter_topic_keys(case.cfg, expected_dead)
         assert len(keys) == expected_dead  # one message per malformed record (key = position)
         assert flink_rest.restarts(flink.rest_url(case.cfg), job_id) == 0
     finally:

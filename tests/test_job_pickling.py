@@ -13,15 +13,15 @@ import sys
 import cloudpickle
 
 from jobs.environment import ship_code_by_value
-from jobs.ingest import clickhouse_settings, reader_settings
+from jobs.ingest import clickhouse_settings, validation_limits
 from sinks.clickhouse import ClickHouseBatchWriter
 from tidemark.config import load_config
-from udfs.kafka_reader import KafkaReaderFunction
+from udfs.connector_records import ConnectorRecordValidator
 
 WORKER = """
 import sys, cloudpickle
-reader, writer = cloudpickle.loads(sys.stdin.buffer.read())
-from_worker = reader.settings.limits.max_event_bytes, writer.settings.batch_max_rows
+validator, writer = cloudpickle.loads(sys.stdin.buffer.read())
+from_worker = validator.limits.max_event_bytes, writer.settings.batch_max_rows
 print(from_worker[0], from_worker[1])
 """
 
@@ -30,7 +30,10 @@ def test_job_functions_round_trip_by_value_in_another_interpreter(tmp_path):
     ship_code_by_value()
     cfg = load_config(overrides=["ingest.max_event_bytes=12345", "ingest.batch_max_rows=777"])
     payload = cloudpickle.dumps(
-        (KafkaReaderFunction(reader_settings(cfg)), ClickHouseBatchWriter(clickhouse_settings(cfg)))
+        (
+            ConnectorRecordValidator(cfg.kafka.topic, validation_limits(cfg)),
+            ClickHouseBatchWriter(clickhouse_settings(cfg)),
+        )
     )
     # A fresh interpreter in an empty directory, as a worker unpickling the job would be.
     result = subprocess.run(

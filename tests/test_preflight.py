@@ -1,4 +1,4 @@
-"""jobs.preflight against a real broker (Tansu), the real ClickHouse engine (chDB server) and a
+"""jobs.preflight against a real Apache Kafka broker, the real ClickHouse engine (chDB server) and a
 real Redis.
 
 Proves that preflight passes when the systems answer and the schema is applied; and that each

@@ -1,11 +1,11 @@
-"""tidemark.topics, tidemark.produce and sinks.dead_letter_topic against a real broker (Tansu).
+"""tidemark.topics and tidemark.produce against a real Apache Kafka broker.
 
 Proves that `ensure_topics` creates the source topic with the requested partition count and the
 one-partition dead-letter topic, and is idempotent; that `produce` from a newline-delimited file
 delivers every non-empty line byte for byte, keyed `tenant_id:message_id` where the line is an
 event (unkeyed otherwise), with the produce time as record timestamp and a message's copies on
-one partition; that `describe_topic` reports each partition's offsets; and that
-DeadLetterPublisher publishes dead-letter rows keyed `partition:offset`, read back unchanged.
+one partition; and that `describe_topic` reports each partition's offsets. (Dead letters reach
+their topic through the job's transactional Kafka sink: tests/test_ingest_e2e.py.)
 """
 
 from __future__ import annotations
@@ -21,11 +21,9 @@ import orjson
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-from sinks.dead_letter_topic import DeadLetterPublisher
 from tidemark.config import Config
 from tidemark.produce import file_records, key_of, produce
 from tidemark.topics import describe_topic, ensure_topics
-from udfs.validation import Rejected, SourceMeta, ValidationLimits, validate
 
 Record = tuple[int, bytes | None, bytes, int]  # partition, key, value, timestamp
 
@@ -167,38 +165,3 @@ def test_produce_to_another_topic(cfg: Config) -> None:
     read = read_all(cfg, cfg.kafka.dead_letter_topic, expected=2)
     assert [(key, value) for _, key, value, _ in read] == records
     assert describe_topic(cfg, cfg.kafka.topic)[0].high_water == 0
-
-
-def test_dead_letter_publisher_keys_by_source_position(cfg: Config) -> None:
-    ensure_topics(cfg, partitions=1)
-    bad = [
-        (b"{not json", 3, 17),
-        (b'{"tenant_id": "acme", "message_id": "m-1", "type": "nope"}', 0, 5),
-        (b"\xff\xfe", 3, 18),
-    ]
-    lines = []
-    for payload, partition, offset in bad:
-        result = validate(
-            payload,
-            SourceMeta(cfg.kafka.topic, partition, offset, 1_793_491_200_500),
-            ValidationLimits(),
-            1_793_491_260_000,
-        )
-        assert isinstance(result, Rejected), result
-        lines.append(orjson.dumps(result.row).decode())
-
-    publisher = DeadLetterPublisher(cfg.kafka_bootstrap, cfg.kafka.dead_letter_topic, attempts=2)
-    publisher.open()
-    try:
-        publisher.publish(lines)
-    finally:
-        publisher.close()
-
-    read = read_all(cfg, cfg.kafka.dead_letter_topic, expected=3)
-    assert [(key, value) for _, key, value, _ in read] == [
-        (b"3:17", lines[0].encode()),
-        (b"0:5", lines[1].encode()),
-        (b"3:18", lines[2].encode()),
-    ]
-    reasons = [orjson.loads(value)["reason_code"] for _, _, value, _ in read]
-    assert reasons == ["malformed_json", "unknown_type", "bad_encoding"]

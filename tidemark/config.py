@@ -35,6 +35,7 @@ class StackConfig:
 
     state_dir: str = ".tidemark/stack"
     kafka_port: int = 19092
+    kafka_controller_port: int = 19093  # KRaft controller listener (loopback)
     redis_port: int = 16379
     clickhouse_port: int = 18123
     flink_rest_port: int = 18081
@@ -45,22 +46,18 @@ class StackConfig:
 
 @dataclass(frozen=True)
 class KafkaConfig:
-    """Source and dead-letter topics, and how the Python reader polls them."""
+    """Source and dead-letter topics, and how Flink's Kafka connector reads them."""
 
     bootstrap_servers: str = ""  # empty: the local stack's broker
     topic: str = "tidemark.events"
     partitions: int = 4
     dead_letter_topic: str = "tidemark.dead-letters"
     start_from: str = "earliest"  # earliest | latest | timestamp:<epoch millis>
-    reader_slots: int = 1
-    idle_poll_interval_ms: int = 50
+    consumer_group: str = "tidemark-ingest"  # offsets are Flink's; the group only reports them
     max_poll_records: int = 5000
-    poll_timeout_ms: int = 20
     fetch_max_bytes: int = 16 * 1024 * 1024
     partition_discovery_seconds: int = 10
-    connector_jar: str = (
-        ""  # absolute path of flink-sql-connector-kafka; set: use Flink's KafkaSource
-    )
+    connector_jar: str = ""  # flink-sql-connector-kafka jar; empty: the pinned one (jars.lock)
 
 
 @dataclass(frozen=True)
@@ -96,7 +93,6 @@ class EnrichmentConfig:
 
     dimensions_dir: str = ""  # products/accounts/campaigns/attribution_rules .csv|.parquet
     changelog_topic: str = "tidemark.dimensions"
-    changelog_poll_interval_ms: int = 1000  # dimension changes are rare: poll gently
 
 
 @dataclass(frozen=True)
@@ -295,8 +291,6 @@ def _build_section(name: str, cls: type, raw: Any) -> Any:
 def _check_ranges(cfg: Config) -> None:
     positive = {
         "kafka.partitions": cfg.kafka.partitions,
-        "kafka.reader_slots": cfg.kafka.reader_slots,
-        "kafka.idle_poll_interval_ms": cfg.kafka.idle_poll_interval_ms,
         "kafka.max_poll_records": cfg.kafka.max_poll_records,
         "kafka.partition_discovery_seconds": cfg.kafka.partition_discovery_seconds,
         "ingest.batch_max_rows": cfg.ingest.batch_max_rows,
@@ -305,7 +299,6 @@ def _check_ranges(cfg: Config) -> None:
         "ingest.max_event_bytes": cfg.ingest.max_event_bytes,
         "ingest.parallelism": cfg.ingest.parallelism,
         "stack.taskmanagers": cfg.stack.taskmanagers,
-        "enrichment.changelog_poll_interval_ms": cfg.enrichment.changelog_poll_interval_ms,
         "identity.shards": cfg.identity.shards,
         "identity.cache_entries": cfg.identity.cache_entries,
         "redis.write_retries": cfg.redis.write_retries,
@@ -318,11 +311,6 @@ def _check_ranges(cfg: Config) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key}: must be positive, got {value}")
-    if cfg.kafka.reader_slots < cfg.ingest.parallelism:
-        raise ConfigError(
-            f"kafka.reader_slots: {cfg.kafka.reader_slots} is fewer than ingest.parallelism "
-            f"({cfg.ingest.parallelism}); some parallel readers would have no partitions"
-        )
     if cfg.redis.port and not 0 < cfg.redis.port < 65536:
         raise ConfigError(f"redis.port: not a TCP port: {cfg.redis.port}")
     directory = cfg.dimensions_dir
@@ -334,7 +322,14 @@ def _check_ranges(cfg: Config) -> None:
         if getattr(getattr(cfg, section), name) < 0:
             raise ConfigError(f"{key}: must not be negative")
     _check_windows(cfg)
-    for key in ("kafka_port", "redis_port", "clickhouse_port", "flink_rest_port", "flink_rpc_port"):
+    for key in (
+        "kafka_port",
+        "kafka_controller_port",
+        "redis_port",
+        "clickhouse_port",
+        "flink_rest_port",
+        "flink_rpc_port",
+    ):
         port = getattr(cfg.stack, key)
         if not 0 < port < 65536:
             raise ConfigError(f"stack.{key}: not a TCP port: {port}")

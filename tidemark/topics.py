@@ -1,8 +1,7 @@
 """`tidemark topics create | describe`: the source and dead-letter topics.
 
-Note on the local broker (Tansu): CreatePartitions is unsupported, so a topic's partition
-count is fixed when it is created; and its ListOffsets(LATEST) answer is wrong for batched
-produces, so `describe` reports the high-water marks a consumer sees in fetch responses.
+`describe` reports the high-water marks a consumer sees in fetch responses (with transactional
+writers these include commit markers, so they can exceed the count of readable records).
 """
 
 from __future__ import annotations

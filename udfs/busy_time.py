@@ -3,7 +3,7 @@
 `busy_ms` is the wall time spent in the operator's calls, `cpu_ms` the CPU its thread used
 meanwhile; the difference is waiting (for the GIL, for ClickHouse or Redis, for downstream).
 The benchmarks read both to find the bottleneck. Counters, not gauges: a Python gauge is read
-from Flink's metrics thread, which crashed a TaskManager in thread mode (see udfs/kafka_reader).
+from Flink's metrics thread, which crashed a TaskManager in thread mode (README, thread mode).
 """
 
 from __future__ import annotations
