@@ -201,3 +201,38 @@ def test_unhealthy_daemon_is_killed_at_the_timeout(tmp_path: Path) -> None:
         process.start(daemon, ["sleep", "31.7"])
     assert not daemon.pid_path.exists()
     assert processes_mentioning("sleep 31.7") == []
+
+
+def test_broker_restart_keeps_topics_and_records(overrides: list[str]) -> None:
+    """Kafka's data lives on disk under the state dir: a restart keeps topics and records."""
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.admin import NewTopic
+
+    cfg = load_config(overrides=overrides)
+    start_stack(cfg, ["kafka"])
+    admin = KafkaAdminClient(bootstrap_servers=cfg.kafka_bootstrap)
+    admin.create_topics([NewTopic("kept", 2, 1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, acks="all")
+    sent = [f"record-{i}".encode() for i in range(50)]
+    for value in sent:
+        producer.send("kept", value=value, partition=len(value) % 2)
+    producer.flush()
+    producer.close()
+    stop_stack(cfg, ["kafka"])
+    assert stack_status(cfg, ["kafka"])[0].state == "stopped"
+    start_stack(cfg, ["kafka"])
+    consumer = KafkaConsumer(bootstrap_servers=cfg.kafka_bootstrap, consumer_timeout_ms=5000)
+    consumer.assign([TopicPartition("kept", 0), TopicPartition("kept", 1)])
+    consumer.seek_to_beginning()
+    read = sorted(record.value for record in consumer)
+    consumer.close()
+    assert read == sorted(sent)
+
+
+def test_missing_broker_jars_give_the_fix(overrides: list[str], tmp_path: Path) -> None:
+    cfg = load_config(overrides=overrides)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TIDEMARK_JARS_DIR", str(tmp_path / "no-jars"))
+        with pytest.raises(StackError, match=r"kafka: kafka-broker jars missing .*bootstrap\.sh"):
+            start_stack(cfg, ["kafka"])
