@@ -233,7 +233,7 @@ def wait_for_profiles(cfg: Config, timeout: float = 30.0) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     started = time.perf_counter()
-    print("starting the local stack (Kafka-protocol broker, Redis, ClickHouse, Flink) ...")
+    print("starting the local stack (Apache Kafka, Redis, ClickHouse, Flink) ...")
     for item in start_stack(cfg):
         print(f"  {item.name:<11} {item.state} {item.detail}")
     schema.apply(cfg)

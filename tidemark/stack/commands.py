@@ -163,7 +163,7 @@ def _add(
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `stack up | down | status` to the `tidemark` command."""
     stack = subparsers.add_parser(
-        "stack", help="the local stack: Kafka-protocol broker, Redis, ClickHouse, Flink"
+        "stack", help="the local stack: Apache Kafka, Redis, ClickHouse, Flink"
     )
     sub = stack.add_subparsers(dest="stack_command", required=True)
     _add(sub, "up", "start the local stack (already running components are left alone)", _up)
