@@ -1,9 +1,11 @@
 """Publish dead letters to a Kafka topic, for consumers that alert on or repair bad input.
 
-Each message is the dead_letters row as JSON (payload, reason, source position), keyed by the
-source position `partition:offset`. Delivery is at-least-once: a replay after a failure can
-publish a dead letter again, and the key lets consumers drop the repeat (the broker here does
-not filter aborted transactions, so Kafka transactions would not help).
+Each message is the dead_letters row as JSON (payload, reason, source position), keyed by
+`partition:offset:record_id`, the row's key in ClickHouse. Delivery is at-least-once: a replay
+after a failure can publish a dead letter again, and the key lets consumers drop the repeat
+(the broker here does not filter aborted transactions, so Kafka transactions would not help).
+record_id (a hash of the record timestamp and payload, udfs.validation.record_id) keeps two
+different records apart that a restarted broker gave the same position.
 """
 
 from __future__ import annotations
@@ -14,6 +16,11 @@ from dataclasses import dataclass
 import orjson
 
 from sinks.retry import retry_with_backoff
+
+
+def dead_letter_key(row: dict) -> str:
+    """`partition:offset:record_id` of a dead_letters row."""
+    return f"{row['source_partition']}:{row['source_offset']}:{row.get('record_id', '')}"
 
 
 @dataclass
@@ -43,7 +50,7 @@ class DeadLetterPublisher:
             futures = []
             for line in lines:
                 row = orjson.loads(line)
-                key = f"{row['source_partition']}:{row['source_offset']}".encode()
+                key = dead_letter_key(row).encode()
                 futures.append(self.producer.send(self.topic, key=key, value=line.encode()))
             self.producer.flush()
             for future in futures:

@@ -5,7 +5,8 @@ one-partition dead-letter topic, and is idempotent; that `produce` from a newlin
 delivers every non-empty line byte for byte, keyed `tenant_id:message_id` where the line is an
 event (unkeyed otherwise), with the produce time as record timestamp and a message's copies on
 one partition; that `describe_topic` reports each partition's offsets; and that
-DeadLetterPublisher publishes dead-letter rows keyed `partition:offset`, read back unchanged.
+DeadLetterPublisher publishes dead-letter rows keyed `partition:offset:record_id`, read back
+unchanged.
 """
 
 from __future__ import annotations
@@ -169,7 +170,7 @@ def test_produce_to_another_topic(cfg: Config) -> None:
     assert describe_topic(cfg, cfg.kafka.topic)[0].high_water == 0
 
 
-def test_dead_letter_publisher_keys_by_source_position(cfg: Config) -> None:
+def test_dead_letter_publisher_keys_by_source_position_and_record_id(cfg: Config) -> None:
     ensure_topics(cfg, partitions=1)
     bad = [
         (b"{not json", 3, 17),
@@ -195,10 +196,11 @@ def test_dead_letter_publisher_keys_by_source_position(cfg: Config) -> None:
         publisher.close()
 
     read = read_all(cfg, cfg.kafka.dead_letter_topic, expected=3)
+    ids = [orjson.loads(line)["record_id"] for line in lines]
     assert [(key, value) for _, key, value, _ in read] == [
-        (b"3:17", lines[0].encode()),
-        (b"0:5", lines[1].encode()),
-        (b"3:18", lines[2].encode()),
+        (f"3:17:{ids[0]}".encode(), lines[0].encode()),
+        (f"0:5:{ids[1]}".encode(), lines[1].encode()),
+        (f"3:18:{ids[2]}".encode(), lines[2].encode()),
     ]
     reasons = [orjson.loads(value)["reason_code"] for _, _, value, _ in read]
     assert reasons == ["malformed_json", "unknown_type", "bad_encoding"]
