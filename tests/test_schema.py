@@ -30,12 +30,12 @@ from udfs.validation import Accepted, Rejected, SourceMeta, ValidationLimits, va
 
 TABLES = (
     "events", "cost_records", "dead_letters", "profiles", "identity_links", "identity_merges",
-    "profile_aliases", "cost_allocations",
+    "profile_aliases", "cost_allocations", "cost_hourly", "cost_daily",
 )  # fmt: skip
 VIEWS = (
     "events_current", "cost_records_current", "dead_letters_current", "profiles_current",
     "identity_links_current", "identity_merges_current", "cost_allocations_current",
-    "events_resolved",
+    "events_resolved", "cost_hourly_current", "cost_daily_current",
 )  # fmt: skip
 NOW_MS = 1_793_491_260_000  # 2026-11-01 00:01:00 UTC
 PRODUCED_MS = 1_793_491_200_500  # 2026-11-01 00:00:00.500 UTC
@@ -82,7 +82,7 @@ def test_apply_creates_tables_views_and_records_versions(fresh: Config, client: 
     applied = schema.apply(fresh)
 
     files = schema.migrations()
-    assert [m.version for m in applied] == list(range(1, 9)) == [m.version for m in files]
+    assert [m.version for m in applied] == list(range(1, 10)) == [m.version for m in files]
     engines = tables_of(client, database)
     for table in TABLES:
         assert engines[table] == "ReplacingMergeTree", table
