@@ -118,16 +118,20 @@ def write(writer: ClickHouseBatchWriter, rows: list[dict[str, Any]], batch: int,
         writer.map(Row("cost_allocations", f"{tag}-{start}", body))
 
 
-def expected_from_csv(bucket: str) -> dict[Key, tuple[Decimal, Decimal, int]]:
+def expected_from_csv(
+    bucket: str, team_tag: str | None = TEAM_TAG
+) -> dict[Key, tuple[Decimal, Decimal, int]]:
     """Independently of tidemark's code: the sample's costs summed by charge-period hour or
-    day (zone-less times are UTC), application tag (else 'unallocated') and service."""
+    day (zone-less times are UTC), team tag (else, or with no rules, 'unallocated') and
+    service."""
     sums: dict[Key, list[Any]] = defaultdict(lambda: [Decimal(0), Decimal(0), 0])
     with EXCERPT.open(newline="") as handle:
         for row in csv.DictReader(handle):
             start = datetime.strptime(row["ChargePeriodStart"], "%Y-%m-%d %H:%M:%S")
             when = start.strftime("%Y-%m-%d %H:00:00" if bucket == "hour" else "%Y-%m-%d")
             tags = {} if row["Tags"] == "NULL" else orjson.loads(row["Tags"])
-            key = (when, tags.get(TEAM_TAG) or "unallocated", row["ServiceName"])
+            team = (tags.get(team_tag) if team_tag else None) or "unallocated"
+            key = (when, team, row["ServiceName"])
             entry = sums[key]
             entry[0] += Decimal(row["BilledCost"])
             entry[1] += Decimal(row["EffectiveCost"])
