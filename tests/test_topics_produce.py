@@ -29,6 +29,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from sinks.dead_letter_topic import DeadLetterPublisher
+from tidemark import cli
 from tidemark.config import Config, ConfigError
 from tidemark.produce import Progress, file_records, focus_records, key_of, produce
 from tidemark.topics import describe_topic, ensure_topics
@@ -283,3 +284,11 @@ def test_progress_bar_counts_to_the_row_total(capsys: pytest.CaptureFixture[str]
     progress.update(41, final=True)
     line = capsys.readouterr().err
     assert "[" + "#" * 30 + "] 41/41" in line
+
+
+def test_produce_file_points_a_focus_export_to_focus(capsys: pytest.CaptureFixture[str]) -> None:
+    """`produce --file focus.csv` used to send one malformed_json dead letter per line."""
+    assert cli.main(["produce", "--file", str(FOCUS_EXCERPT)]) == 2
+    assert "is a FOCUS cost export" in capsys.readouterr().err
+    assert cli.main(["produce", "--focus", str(FOCUS_EXCERPT)]) == 2
+    assert "needs --tenant" in capsys.readouterr().err

@@ -86,6 +86,18 @@ def focus_records(path: Path, tenant_id: str) -> Iterator[tuple[bytes | None, by
     return keyed()
 
 
+def looks_like_focus(path: Path) -> bool:
+    """Whether a file handed to --file is a FOCUS export (Parquet, or a CSV whose header names
+    FOCUS columns) rather than newline-delimited JSON: sent line by line, each CSV line would
+    become a malformed_json dead letter."""
+    with path.open("rb") as handle:
+        head = handle.read(1 << 16)
+    if head.startswith(b"PAR1"):
+        return True
+    first = head.split(b"\n", 1)[0].lstrip(b"\xef\xbb\xbf \t")
+    return not first.startswith(b"{") and b"BilledCost" in first and b"ChargePeriodStart" in first
+
+
 class RateLimiter:
     """Spread sends evenly at `rate` per second (0: unlimited)."""
 
@@ -220,6 +232,11 @@ def _cmd_produce(args: argparse.Namespace) -> int:
         path = Path(args.file)
         if not path.is_file():
             raise ConfigError(f"--file: no such file: {path}")
+        if looks_like_focus(path):
+            raise ConfigError(
+                f"--file: {path} is a FOCUS cost export, not newline-delimited JSON;"
+                " load it with --focus FILE --tenant TENANT"
+            )
         records = file_records(path)
         total = None
     else:
