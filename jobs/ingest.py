@@ -243,7 +243,8 @@ def dead_letter_sink_ddl(cfg: Config, job_name: str) -> str:
     reading `read_committed` sees every dead letter once, even across a failover (records
     written after the last checkpoint are aborted and written again). The transactional-id
     prefix is the job's name, so that two jobs never fence each other's transactions.
-    The key is the record's identity, for consumers that compact or index the topic.
+    The key is the record's identity (`partition:offset:record_id`), for consumers that
+    compact or index the topic.
     """
     return f"""
         CREATE TEMPORARY TABLE tidemark_dead_letter_topic (
@@ -271,7 +272,8 @@ def publish_dead_letters(t_env: StreamTableEnvironment, cfg: Config, job_name: s
         f"""
         INSERT INTO tidemark_dead_letter_topic
         SELECT CAST(CONCAT(JSON_VALUE(line, '$.source_partition'), ':',
-                           JSON_VALUE(line, '$.source_offset')) AS BYTES),
+                           JSON_VALUE(line, '$.source_offset'), ':',
+                           JSON_VALUE(line, '$.record_id')) AS BYTES),
                CAST(line AS BYTES)
         FROM tidemark_parsed WHERE target = '{DEAD_LETTERS_TABLE}'
         """

@@ -10,6 +10,10 @@ Idempotence, in two layers:
   a retried insert whose first attempt did land adds nothing;
 - the tables are ReplacingMergeTree on the row's identity, so rows replayed after a failure
   (possibly batched differently) collapse to one, and readers use FINAL or the *_current views.
+
+After a cost_allocations batch, the hours and days it touched are recomputed into cost_hourly /
+cost_daily from cost_allocations FINAL (sinks/cost_history.py): absolute rows, so a replay
+cannot count twice what FINAL collapses.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from pyflink.common import Row
 from pyflink.datastream import MapFunction, RuntimeContext
 
+from sinks import cost_history
 from sinks.retry import retry_with_backoff
 from tidemark.config import Config
 from udfs.busy_time import BusyTime
@@ -123,11 +128,26 @@ class ClickHouseBatchWriter(MapFunction):
             )
             self.inserts.inc()
 
+    def refresh_cost_history(self, lines: Sequence[str]) -> None:
+        """Recompute the cost_hourly / cost_daily buckets the allocations just inserted touch.
+
+        Runs after the insert, in the same call: a failure in between is replayed by Flink,
+        which re-inserts (collapsing) and recomputes (idempotent)."""
+        buckets = cost_history.touched_buckets(lines)
+        retry_with_backoff(
+            lambda: cost_history.refresh(self.client, buckets),
+            what=f"cost history refresh of {sum(map(len, buckets.values()))} hours",
+            attempts=self.settings.insert_retries,
+            max_backoff_seconds=self.settings.insert_backoff_max_seconds,
+        )
+
     def map(self, value: Row) -> int:
         # Java joined the window's rows into one string (ARRAY_JOIN): handing Python one
         # string instead of a 10k-element array cut the GIL time of each batch several-fold.
         with self.busy_time.measure():
             table, window_start, lines = value[0], value[1], value[2].split("\n")
             self.insert_lines(table, window_start, lines)
+            if table == cost_history.ALLOCATIONS_TABLE:
+                self.refresh_cost_history(lines)
             self.rows_written.inc(len(lines))
         return len(lines)

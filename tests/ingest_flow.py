@@ -233,7 +233,7 @@ def diff(name: str, got: Counter, want: Counter) -> str:
 
 
 def dead_letter_topic_keys(cfg: Config, expected: int = 0, timeout: float = 60) -> Counter:
-    """Keys of the committed messages on the dead-letter topic (source `partition:offset`).
+    """Keys of the committed messages on the dead-letter topic (`partition:offset:record_id`).
 
     Read `read_committed`, as consumers of a transactional sink must: the job commits them
     with each checkpoint, so polling goes on until `expected` arrived or `timeout` passed.

@@ -14,12 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from udfs import contract
-from udfs.focus import (
-    FocusFormatError,
-    focus_row_to_record,
-    iter_focus_records,
-    message_id_for,
-)
+from udfs.focus import FocusFormatError, focus_record, focus_row_to_record, message_id_for
+from udfs.focus_files import iter_focus_records, iter_focus_rows
 from udfs.validation import Accepted, Rejected, SourceMeta, ValidationLimits, validate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,9 +31,11 @@ def check(record: dict[str, Any]) -> Accepted | Rejected:
 # --- contract vs DDL and docs -------------------------------------------------------------------
 
 
-def ddl_columns(file_name: str) -> tuple[str, ...]:
-    """Column names of the CREATE TABLE in a schema file, without server-side defaults."""
-    text = (ROOT / "schemas" / "clickhouse" / file_name).read_text()
+def ddl_columns(file_name: str, *later: str) -> tuple[str, ...]:
+    """Column names of the CREATE TABLE in a schema file, without server-side defaults, then
+    the ones the `later` migrations add to it (ALTER TABLE ... ADD COLUMN), in order."""
+    directory = ROOT / "schemas" / "clickhouse"
+    text = (directory / file_name).read_text()
     create = text[text.index("CREATE TABLE") :]
     body = create[create.index("(") + 1 : create.index("\n)\nENGINE")]
     columns = []
@@ -46,19 +44,21 @@ def ddl_columns(file_name: str) -> tuple[str, ...]:
         if not line or line.startswith("--") or " DEFAULT " in line:
             continue
         columns.append(line.split()[0])
+    for name in later:
+        columns += re.findall(r"ADD COLUMN IF NOT EXISTS (\w+)", (directory / name).read_text())
     return tuple(columns)
 
 
 @pytest.mark.parametrize(
-    ("file_name", "columns"),
+    ("files", "columns"),
     [
-        ("001_events.sql", contract.EVENTS_COLUMNS),
-        ("002_cost_records.sql", contract.COST_COLUMNS),
-        ("003_dead_letters.sql", contract.DEAD_LETTER_COLUMNS),
+        (("001_events.sql",), contract.EVENTS_COLUMNS),
+        (("002_cost_records.sql", "007_cost_focus_columns.sql"), contract.COST_COLUMNS),
+        (("003_dead_letters.sql", "008_dead_letter_identity.sql"), contract.DEAD_LETTER_COLUMNS),
     ],
 )
-def test_contract_columns_match_the_ddl(file_name: str, columns: tuple[str, ...]) -> None:
-    assert ddl_columns(file_name) == columns
+def test_contract_columns_match_the_ddl(files: tuple[str, ...], columns: tuple[str, ...]) -> None:
+    assert ddl_columns(*files) == columns
 
 
 def test_events_md_documents_every_reason_code_and_field() -> None:
@@ -71,7 +71,9 @@ def test_events_md_documents_every_reason_code_and_field() -> None:
 
 
 def test_contract_constants_are_consistent() -> None:
-    assert set(contract.CUSTOMER_TYPES) | {contract.COST_TYPE} == set(contract.EVENT_TYPES)
+    assert set(contract.CUSTOMER_TYPES) | {contract.COST_TYPE, contract.FOCUS_TYPE} == set(
+        contract.EVENT_TYPES
+    )
     assert contract.NEGATIVE_COST_CATEGORIES <= contract.CHARGE_CATEGORIES
     assert contract.DEFAULT_CHARGE_CATEGORY in contract.CHARGE_CATEGORIES
     start = datetime.fromtimestamp(contract.MIN_EVENT_TIME_MS / 1000, UTC)
@@ -111,6 +113,8 @@ def test_sample_first_row_maps_exactly() -> None:
         "usage_quantity": "1",
         "usage_unit": "Hours",
         "tags": {"team": "checkout", "env": "prod", "feature": "cart"},
+        "billing_account_id": "394857201934",
+        "provider": "AWS",
     }
     assert re.fullmatch(r"focus-[0-9a-f]{40}", first["message_id"])
 
@@ -284,3 +288,42 @@ def test_parquet_with_typed_columns(tmp_path: Path) -> None:
     rows = [check(record).row for record in (usage, credit)]
     assert rows[0]["billed_cost"] == "0.123456789012"
     assert rows[1]["billed_cost"] == "-2.500000000000"  # decimal128(38, 18) cut to 12 places
+
+
+# --- FOCUS: the FinOps Foundation's sample data, as published -----------------------------------
+
+FINOPS_EXCERPT = ROOT / "tests" / "data" / "focus_1_0_sample_excerpt.csv"
+
+
+def test_finops_sample_rows_are_all_accepted_as_focus_records() -> None:
+    """The published sample as a new user loads it: every row is a valid cost record."""
+    rows = list(iter_focus_rows(FINOPS_EXCERPT))
+    assert len(rows) == 41
+    results = [check(focus_record(row, "acme")) for row in rows]
+    rejected = [r.reason for r in results if isinstance(r, Rejected)]
+    assert not rejected
+    stored = [r.row for r in results]
+    negative_usage = [
+        r for r in stored if r["charge_category"] == "Usage" and r["billed_cost"].startswith("-")
+    ]
+    assert len(negative_usage) == 12 and {r["provider"] for r in negative_usage} == {"Microsoft"}
+    null_tags = sum(row["Tags"] == "NULL" for row in rows)
+    assert null_tags == 9 and sum(r["tags"] == {} for r in stored) == null_tags
+    assert "NULL" not in {r["resource_id"] for r in stored}
+    assert all(r["charge_class"] == "" for r in stored)  # ChargeClass NULL throughout
+    assert {r["provider"] for r in stored} == {"AWS", "Microsoft", "Oracle"}
+    assert all(r["billing_account_id"] for r in stored)
+    first = stored[0]
+    assert (first["usage_start"], first["usage_end"]) == (
+        "2024-09-18 22:00:00.000",  # '2024-09-18 22:00:00' read as UTC
+        "2024-09-18 23:00:00.000",
+    )
+
+
+def test_focus_record_carries_the_row_as_exported() -> None:
+    row = next(iter_focus_rows(FINOPS_EXCERPT))
+    record = focus_record(row, "acme")
+    assert record["type"] == "focus" and record["tenant_id"] == "acme"
+    assert record["focus"] == row  # CSV cells are text: carried as written, NULL included
+    assert record["message_id"] == message_id_for(row, "acme")
+    assert orjson.loads(orjson.dumps(record)) == record

@@ -30,12 +30,12 @@ from udfs.validation import Accepted, Rejected, SourceMeta, ValidationLimits, va
 
 TABLES = (
     "events", "cost_records", "dead_letters", "profiles", "identity_links", "identity_merges",
-    "profile_aliases", "cost_allocations",
+    "profile_aliases", "cost_allocations", "cost_hourly", "cost_daily",
 )  # fmt: skip
 VIEWS = (
     "events_current", "cost_records_current", "dead_letters_current", "profiles_current",
     "identity_links_current", "identity_merges_current", "cost_allocations_current",
-    "events_resolved",
+    "events_resolved", "cost_hourly_current", "cost_daily_current",
 )  # fmt: skip
 NOW_MS = 1_793_491_260_000  # 2026-11-01 00:01:00 UTC
 PRODUCED_MS = 1_793_491_200_500  # 2026-11-01 00:00:00.500 UTC
@@ -82,7 +82,7 @@ def test_apply_creates_tables_views_and_records_versions(fresh: Config, client: 
     applied = schema.apply(fresh)
 
     files = schema.migrations()
-    assert [m.version for m in applied] == [1, 2, 3, 4, 5, 6] == [m.version for m in files]
+    assert [m.version for m in applied] == list(range(1, 10)) == [m.version for m in files]
     engines = tables_of(client, database)
     for table in TABLES:
         assert engines[table] == "ReplacingMergeTree", table
@@ -323,6 +323,35 @@ def test_events_current_collapses_a_row_inserted_twice(fresh: Config, client: Cl
     assert client.command("SELECT count() FROM events_current") == 2
     rows = client.query("SELECT message_id, revenue FROM events_current ORDER BY message_id")
     assert rows.result_rows == [("m-1", Decimal("59.98")), ("m-2", Decimal("59.98"))]
+
+
+def test_dead_letters_keep_their_identity_across_a_broker_restart(
+    fresh: Config, client: Client
+) -> None:
+    """A replayed dead letter collapses onto the first; a different record that a restarted
+    broker gave the same topic/partition/offset is kept beside it (migration 008)."""
+    schema.apply(fresh)
+    client.database = fresh.clickhouse.database
+    client.command("SYSTEM STOP MERGES dead_letters")
+    meta = SourceMeta("tidemark.events", 0, 0, PRODUCED_MS)
+    first = validate(b"not json", meta, ValidationLimits(), NOW_MS)
+    replay = validate(b"not json", meta, ValidationLimits(), NOW_MS)
+    restarted = SourceMeta("tidemark.events", 0, 0, PRODUCED_MS + 86_400_000)
+    after_restart = validate(b"not json either", restarted, ValidationLimits(), NOW_MS)
+    assert isinstance(first, Rejected) and isinstance(after_restart, Rejected)
+    assert isinstance(replay, Rejected)
+
+    insert_rows(client, "dead_letters", [first.row])
+    insert_rows(client, "dead_letters", [replay.row, after_restart.row])
+
+    assert client.command("SELECT count() FROM dead_letters") == 3  # physically
+    kept = client.query(
+        "SELECT source_offset, raw, record_id FROM dead_letters_current ORDER BY produced_at"
+    ).result_rows
+    assert kept == [
+        (0, "not json", first.row["record_id"]),
+        (0, "not json either", after_restart.row["record_id"]),
+    ]
 
 
 def test_events_resolved_moves_early_events_to_the_profile_they_merged_into(

@@ -4,8 +4,11 @@ Proves that `ensure_topics` creates the source topic with the requested partitio
 one-partition dead-letter topic, and is idempotent; that `produce` from a newline-delimited file
 delivers every non-empty line byte for byte, keyed `tenant_id:message_id` where the line is an
 event (unkeyed otherwise), with the produce time as record timestamp and a message's copies on
-one partition; and that `describe_topic` reports each partition's offsets. (Dead letters reach
-their topic through the job's transactional Kafka sink: tests/test_ingest_e2e.py.)
+one partition; that `describe_topic` reports each partition's offsets; and that
+`produce --focus` sends a FOCUS CSV or Parquet export (the FinOps sample excerpt in
+tests/data) as one `focus` record per row that the validator accepts, refusing a bad file
+before connecting. (Dead letters reach their topic through the job's transactional Kafka
+sink: tests/test_ingest_e2e.py.)
 """
 
 from __future__ import annotations
@@ -15,15 +18,22 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import orjson
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-from tidemark.config import Config
-from tidemark.produce import file_records, key_of, produce
+from tidemark import cli
+from tidemark.config import Config, ConfigError
+from tidemark.produce import Progress, file_records, focus_records, key_of, produce
 from tidemark.topics import describe_topic, ensure_topics
+from udfs.focus_files import count_rows, iter_focus_rows
+from udfs.validation import Accepted, SourceMeta, ValidationLimits, validate
 
 Record = tuple[int, bytes | None, bytes, int]  # partition, key, value, timestamp
 
@@ -165,3 +175,83 @@ def test_produce_to_another_topic(cfg: Config) -> None:
     read = read_all(cfg, cfg.kafka.dead_letter_topic, expected=2)
     assert [(key, value) for _, key, value, _ in read] == records
     assert describe_topic(cfg, cfg.kafka.topic)[0].high_water == 0
+
+
+# --- produce --focus ----------------------------------------------------------------------------
+
+FOCUS_EXCERPT = Path(__file__).parent / "data" / "focus_1_0_sample_excerpt.csv"
+PRODUCE_NOW_MS = 1_793_491_260_000  # 2026-11-01: after every charge period of the sample
+
+
+def test_produce_focus_sends_each_row_as_published_and_the_job_accepts_all(cfg: Config) -> None:
+    """A FOCUS CSV is one `focus` record per row, keyed tenant:message_id, its columns as in
+    the file (NULL included); the validator, the job's single FOCUS reader, accepts them all."""
+    ensure_topics(cfg, partitions=2)
+    report = produce(cfg, focus_records(FOCUS_EXCERPT, "acme"), total=41)
+    assert report.records == 41
+    read = read_all(cfg, cfg.kafka.topic, expected=41)
+    assert len(read) == 41
+    rows = list(iter_focus_rows(FOCUS_EXCERPT))
+    records = [orjson.loads(value) for _, _, value, _ in read]
+    assert sorted(orjson.dumps(r["focus"], option=orjson.OPT_SORT_KEYS) for r in records) == sorted(
+        orjson.dumps(row, option=orjson.OPT_SORT_KEYS) for row in rows
+    )
+    for partition, key, value, timestamp in read:
+        record = orjson.loads(value)
+        assert key == f"acme:{record['message_id']}".encode()
+        assert (record["type"], record["tenant_id"]) == ("focus", "acme")
+        result = validate(
+            value, SourceMeta(cfg.kafka.topic, partition, 0, timestamp), ValidationLimits(),
+            PRODUCE_NOW_MS,
+        )  # fmt: skip
+        assert isinstance(result, Accepted), result
+    assert len({p for p, *_ in read}) == 1  # one tenant, one partition, file order kept
+
+
+def test_produce_focus_reads_parquet(cfg: Config, tmp_path: Path) -> None:
+    ensure_topics(cfg, partitions=1)
+    table = pa_csv.read_csv(
+        FOCUS_EXCERPT,
+        convert_options=pa_csv.ConvertOptions(
+            column_types={"BilledCost": pa.decimal128(38, 11), "EffectiveCost": pa.float64()},
+            null_values=["NULL"],
+            strings_can_be_null=True,
+        ),
+    )
+    path = tmp_path / "focus.parquet"
+    pq.write_table(table, path)
+    assert count_rows(path) == 41
+    produce(cfg, focus_records(path, "acme"))
+    read = read_all(cfg, cfg.kafka.topic, expected=41)
+    results = [
+        validate(value, SourceMeta(cfg.kafka.topic, 0, 0, ts), ValidationLimits(), PRODUCE_NOW_MS)
+        for _, _, value, ts in read
+    ]
+    assert all(isinstance(r, Accepted) for r in results), results
+    csv_costs = sorted(Decimal(r["BilledCost"]) for r in iter_focus_rows(FOCUS_EXCERPT))
+    assert sorted(Decimal(r.row["billed_cost"]) for r in results) == csv_costs
+
+
+def test_produce_focus_refuses_a_bad_file_or_tenant_before_connecting(tmp_path: Path) -> None:
+    no_cost = tmp_path / "no_cost.csv"
+    no_cost.write_text("ChargePeriodStart,ServiceName\n2024-09-01 00:00:00,EC2\n")
+    with pytest.raises(ConfigError, match="missing required FOCUS column 'BilledCost'"):
+        focus_records(no_cost, "acme")
+    with pytest.raises(ConfigError, match="tenant_id must be"):
+        focus_records(FOCUS_EXCERPT, "acme corp")
+    assert count_rows(FOCUS_EXCERPT) == 41
+
+
+def test_progress_bar_counts_to_the_row_total(capsys: pytest.CaptureFixture[str]) -> None:
+    progress = Progress(count_rows(FOCUS_EXCERPT), enabled=True)
+    progress.update(41, final=True)
+    line = capsys.readouterr().err
+    assert "[" + "#" * 30 + "] 41/41" in line
+
+
+def test_produce_file_points_a_focus_export_to_focus(capsys: pytest.CaptureFixture[str]) -> None:
+    """`produce --file focus.csv` used to send one malformed_json dead letter per line."""
+    assert cli.main(["produce", "--file", str(FOCUS_EXCERPT)]) == 2
+    assert "is a FOCUS cost export" in capsys.readouterr().err
+    assert cli.main(["produce", "--focus", str(FOCUS_EXCERPT)]) == 2
+    assert "needs --tenant" in capsys.readouterr().err

@@ -18,7 +18,14 @@ from udfs.contract import (
     EVENTS_COLUMNS,
     REASON_CODES,
 )
-from udfs.validation import Accepted, Rejected, SourceMeta, ValidationLimits, validate
+from udfs.validation import (
+    Accepted,
+    Rejected,
+    SourceMeta,
+    ValidationLimits,
+    record_id,
+    validate,
+)
 
 PRODUCED_MS = 1_793_491_200_500  # 2026-11-01 00:00:00.500
 NOW_MS = 1_793_491_260_000  # 2026-11-01 00:01:00.000
@@ -234,6 +241,9 @@ def test_cost_maps_to_exact_cost_row() -> None:
         "source_partition": 3,
         "source_offset": 1234,
         "produced_at": "2026-11-01 00:00:00.500",
+        "billing_account_id": "",
+        "provider": "",
+        "charge_class": "",
     }
     assert tuple(result.row) == COST_COLUMNS
 
@@ -456,13 +466,13 @@ REJECTIONS: list[tuple[str, Any, str, str]] = [
         "screen",
         track(type="screen"),
         "unknown_type",
-        "unknown type 'screen' (expected one of: track, identify, alias, page, cost)",
+        "unknown type 'screen' (expected one of: track, identify, alias, page, cost, focus)",
     ),
     (
         "case",
         track(type="Track"),
         "unknown_type",
-        "unknown type 'Track' (expected one of: track, identify, alias, page, cost)",
+        "unknown type 'Track' (expected one of: track, identify, alias, page, cost, focus)",
     ),
     (
         "words",
@@ -587,7 +597,7 @@ REJECTIONS: list[tuple[str, Any, str, str]] = [
         cost(billed_cost="-0.5"),
         "invalid_value",
         "field 'billed_cost' must not be negative for charge_category 'Usage', got '-0.5'"
-        " (only Credit and Adjustment may be negative)",
+        " (only Credit, Adjustment and Correction charges may be negative)",
     ),
     (
         "negative-quantity",
@@ -650,6 +660,7 @@ def test_dead_letter_row_keeps_position_ids_and_utf8_payload() -> None:
         "reason": "field 'timestamp' is not an ISO-8601 time: 'later'",
         "raw": payload.decode(),
         "raw_encoding": "utf8",
+        "record_id": record_id(payload, PRODUCED_MS),
     }
 
 
@@ -808,3 +819,133 @@ def test_print_validate_throughput() -> None:
         validate(raw, META, LIMITS, NOW_MS)
     elapsed = time.process_time() - started
     print(f"\nvalidate(): {len(payloads) / elapsed:,.0f} events/s (CPU time, one core)")
+
+
+# --- FOCUS rows (type "focus") ------------------------------------------------------------------
+
+# One Azure row of the FinOps Foundation's FOCUS 1.0 sample, as exported: zone-less times,
+# literal NULL cells, and a negative Usage cost and quantity (a re-rated usage charge).
+AZURE_ROW = {
+    "BilledCost": "-0.14900000000",
+    "BillingAccountId": "12345678",
+    "BillingCurrency": "USD",
+    "ChargeCategory": "Usage",
+    "ChargeClass": "NULL",
+    "ChargePeriodStart": "2024-09-03 00:00:00",
+    "ChargePeriodEnd": "2024-09-04 00:00:00",
+    "ConsumedQuantity": "-1.000000000000000",
+    "ConsumedUnit": "1 Hour",
+    "EffectiveCost": "-0.14900000000",
+    "ProviderName": "Microsoft",
+    "RegionId": "eastus",
+    "ResourceId": "NULL",
+    "ServiceName": "Virtual Machines",
+    "SubAccountId": "64e355d7-997c-491d-b0c1-8414dccfcf42",
+    "Tags": "NULL",
+}
+
+
+def focus(row: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+    record = {"type": "focus", "tenant_id": "acme", "focus": row or AZURE_ROW}
+    record.update(overrides)
+    return {k: v for k, v in record.items() if v is not ...}
+
+
+def test_focus_row_as_exported_is_accepted_under_focus_rules() -> None:
+    result = accepted(focus())
+    assert result.table == "cost_records"
+    row = result.row
+    assert tuple(row) == COST_COLUMNS
+    assert (row["usage_start"], row["usage_end"]) == (
+        "2024-09-03 00:00:00.000",  # zone-less FOCUS time read as UTC
+        "2024-09-04 00:00:00.000",
+    )
+    assert (row["billed_cost"], row["effective_cost"]) == ("-0.14900000000", "-0.14900000000")
+    assert (row["usage_quantity"], row["usage_unit"]) == ("-1.000000000000", "1 Hour")
+    assert (row["resource_id"], row["tags"], row["charge_class"]) == ("", {}, "")  # NULL = null
+    assert (row["provider"], row["billing_account_id"]) == ("Microsoft", "12345678")
+    assert row["account_id"] == "64e355d7-997c-491d-b0c1-8414dccfcf42"
+    assert result.message_id.startswith("focus-")  # derived from the row when not sent
+
+
+def test_focus_message_id_is_the_row_hash_unless_sent() -> None:
+    derived = accepted(focus()).message_id
+    assert accepted(focus()).message_id == derived
+    assert accepted(focus(tenant_id="globex")).message_id != derived
+    assert accepted(focus(message_id="line-7")).message_id == "line-7"
+
+
+def test_focus_json_numbers_are_read_exactly() -> None:
+    raw = orjson.dumps(focus()).replace(b'"-0.14900000000"', b"-0.1490000000000000000001", 1)
+    result = validate(raw, META, LIMITS, NOW_MS)
+    assert isinstance(result, Accepted), result
+    assert result.row["billed_cost"] == "-0.149000000000"  # 22 decimals, rounded exactly
+
+
+def test_focus_times_with_offsets_and_correction_class() -> None:
+    row = accepted(
+        focus(
+            {
+                **AZURE_ROW,
+                "ChargePeriodStart": "2024-09-03T02:00:00+02:00",
+                "ChargePeriodEnd": "2024-09-04T00:00:00Z",
+                "ChargeClass": "Correction",
+            }
+        )
+    ).row
+    assert (row["usage_start"], row["charge_class"]) == ("2024-09-03 00:00:00.000", "Correction")
+
+
+@pytest.mark.parametrize(
+    ("payload", "code", "reason"),
+    [
+        (focus({**AZURE_ROW, "BilledCost": "NaN"}), "invalid_value",
+         "field 'BilledCost' must be a finite number, got 'NaN'"),
+        (focus({**AZURE_ROW, "ServiceName": "NULL"}), "missing_field",
+         "missing required field 'ServiceName'"),
+        (focus({**AZURE_ROW, "ChargePeriodStart": "18/09/2024"}), "bad_timestamp",
+         "field 'ChargePeriodStart' is not an ISO-8601 time: '18/09/2024'"),
+        (focus({**AZURE_ROW, "Tags": "team=x"}), "wrong_type",
+         "field 'Tags' must be an object, got string"),
+        (focus({**AZURE_ROW, "ChargeClass": "Refund"}), "invalid_value",
+         "field 'ChargeClass' must be empty or one of Correction, got 'Refund'"),
+        (focus(focus=...), "missing_field", "missing required field 'focus'"),
+        (focus(focus=[1]), "wrong_type",
+         "field 'focus' must be an object of FOCUS columns, got array"),
+        (focus(tenant_id=...), "missing_field", "missing required field 'tenant_id'"),
+    ],
+    ids=["nan", "null-service", "time", "tag", "class", "no-row", "row-array", "no-tenant"],
+)  # fmt: skip
+def test_focus_rejections_name_the_focus_column(payload: Any, code: str, reason: str) -> None:
+    result = rejected(payload)
+    assert (result.reason_code, result.reason) == (code, reason)
+    assert result.row["tenant_id"] == payload.get("tenant_id", "")
+
+
+def test_native_cost_may_be_negative_only_as_credit_adjustment_or_correction() -> None:
+    assert accepted(cost(billed_cost="-0.5", charge_class="Correction")).row["charge_class"] == (
+        "Correction"
+    )
+    assert rejected(cost(billed_cost="-0.5")).reason_code == "invalid_value"
+    assert rejected(cost(charge_class="Refund")).reason_code == "invalid_value"
+    row = accepted(cost(provider="AWS", billing_account_id="999")).row
+    assert (row["provider"], row["billing_account_id"]) == ("AWS", "999")
+
+
+# --- dead-letter identity -----------------------------------------------------------------------
+
+
+def test_dead_letter_record_id_is_stable_for_a_replay_and_new_for_another_record() -> None:
+    """Same record at the same position (a Flink replay): same key. Another record at a reused
+    position (a broker restart starts offsets again at 0): another key."""
+    bad = orjson.dumps(track(timestamp="later"))
+    first = run(bad).row
+    assert run(bad).row["record_id"] == first["record_id"]  # replay
+    other_payload = validate(orjson.dumps(track(timestamp="soon")), META, LIMITS, NOW_MS).row
+    later_copy = validate(bad, SourceMeta("tidemark.events", 3, 1234, PRODUCED_MS + 1), LIMITS,
+                          NOW_MS).row  # fmt: skip
+    keys = {(r["source_partition"], r["source_offset"]) for r in (first, other_payload, later_copy)}
+    assert keys == {(3, 1234)}  # the old key could not tell them apart
+    ids = {first["record_id"], other_payload["record_id"], later_copy["record_id"]}
+    assert len(ids) == 3
+    assert len(first["record_id"]) == 32

@@ -1,4 +1,4 @@
-"""`tidemark produce`: load events into Kafka from a file or the generator.
+"""`tidemark produce`: load events into Kafka from a file, a FOCUS cost export or the generator.
 
 Records are keyed `tenant_id:message_id` (as the generator does, and as producers should) and
 partitioned by the tenant part of the key alone: every event of a tenant lands on one
@@ -6,11 +6,18 @@ partition, in order, which is the order identity resolution applies them in (see
 udfs/profile_stage.py); duplicates of one message land together too. Every record carries
 the produce time as its Kafka timestamp, which the ingest job stores as `produced_at` and the
 benchmark uses to measure latency.
+
+`--focus FILE --tenant T` loads a FinOps FOCUS 1.x export (CSV, optionally compressed, or
+Parquet) as it was published: one `focus` record per row, the row's columns unchanged. The
+job, not this command, maps FOCUS rows to cost records (udfs/focus.py), so a FOCUS row that any
+other producer puts on the topic is read by the same rules. This command only reads the file
+(udfs/focus_files.py) and refuses one that lacks a required FOCUS column before sending a row.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -50,6 +57,45 @@ def file_records(path: Path) -> Iterator[tuple[bytes | None, bytes]]:
             value = line.rstrip(b"\n")
             if value:
                 yield key_of(value), value
+
+
+def focus_records(path: Path, tenant_id: str) -> Iterator[tuple[bytes | None, bytes]]:
+    """(key, value) per row of a FOCUS export: a `focus` record keyed `tenant_id:message_id`.
+
+    Raises ConfigError naming the file and column at once (before any broker is contacted) if
+    the file is not a usable FOCUS export, or the tenant is not a valid tenant_id.
+    """
+    from udfs.focus import FocusFormatError, focus_record
+    from udfs.focus_files import check_tenant, iter_focus_rows
+
+    try:
+        check_tenant(tenant_id)
+        rows = iter_focus_rows(path)
+        first = next(rows, None)
+    except (FocusFormatError, ValueError) as exc:
+        raise ConfigError(f"--focus: {exc}") from exc
+
+    def keyed() -> Iterator[tuple[bytes | None, bytes]]:
+        try:
+            for row in itertools.chain(() if first is None else (first,), rows):
+                record = focus_record(row, tenant_id)
+                yield f"{tenant_id}:{record['message_id']}".encode(), orjson.dumps(record)
+        except FocusFormatError as exc:  # a malformed line halfway through the file
+            raise ConfigError(f"--focus: {exc}") from exc
+
+    return keyed()
+
+
+def looks_like_focus(path: Path) -> bool:
+    """Whether a file handed to --file is a FOCUS export (Parquet, or a CSV whose header names
+    FOCUS columns) rather than newline-delimited JSON: sent line by line, each CSV line would
+    become a malformed_json dead letter."""
+    with path.open("rb") as handle:
+        head = handle.read(1 << 16)
+    if head.startswith(b"PAR1"):
+        return True
+    first = head.split(b"\n", 1)[0].lstrip(b"\xef\xbb\xbf \t")
+    return not first.startswith(b"{") and b"BilledCost" in first and b"ChargePeriodStart" in first
 
 
 class RateLimiter:
@@ -170,11 +216,28 @@ def produce(
 
 def _cmd_produce(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
-    if args.file:
+    if args.tenant and not args.focus:
+        raise ConfigError("--tenant: only used with --focus (other records carry tenant_id)")
+    if args.focus:
+        path = Path(args.focus)
+        if not path.is_file():
+            raise ConfigError(f"--focus: no such file: {path}")
+        if not args.tenant:
+            raise ConfigError("--focus: needs --tenant (FOCUS rows carry no tenant)")
+        from udfs.focus_files import count_rows
+
+        total = count_rows(path)
+        records: Iterable[tuple[bytes | None, bytes]] = focus_records(path, args.tenant)
+    elif args.file:
         path = Path(args.file)
         if not path.is_file():
             raise ConfigError(f"--file: no such file: {path}")
-        records: Iterable[tuple[bytes | None, bytes]] = file_records(path)
+        if looks_like_focus(path):
+            raise ConfigError(
+                f"--file: {path} is a FOCUS cost export, not newline-delimited JSON;"
+                " load it with --focus FILE --tenant TENANT"
+            )
+        records = file_records(path)
         total = None
     else:
         from tidemark.gen import generate
@@ -194,7 +257,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("produce", help="load events into Kafka")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--file", help="newline-delimited events (e.g. from `tidemark gen`)")
+    source.add_argument(
+        "--focus",
+        metavar="FILE",
+        help="a FinOps FOCUS 1.x cost export (CSV, .csv.gz, or Parquet), one record per row",
+    )
     source.add_argument("--gen", action="store_true", help="use the generator (default)")
+    parser.add_argument("--tenant", help="with --focus: the tenant_id the cost rows belong to")
     parser.add_argument("--seed", type=int, default=1, help="generator seed")
     parser.add_argument("--count", type=int, default=10_000, help="generator record count")
     parser.add_argument("--rate", type=float, default=0.0, help="records per second (0: max)")

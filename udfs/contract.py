@@ -18,7 +18,10 @@ from typing import Final
 
 CUSTOMER_TYPES: Final = ("track", "identify", "alias", "page")
 COST_TYPE: Final = "cost"
-EVENT_TYPES: Final = (*CUSTOMER_TYPES, COST_TYPE)
+# A FinOps FOCUS 1.x row as exported ({"type": "focus", "tenant_id", "focus": {...}}); the job
+# maps it to a cost record (udfs/focus.py) under FOCUS's rules, and stores it in cost_records.
+FOCUS_TYPE: Final = "focus"
+EVENT_TYPES: Final = (*CUSTOMER_TYPES, COST_TYPE, FOCUS_TYPE)
 
 # Customer event types whose sender must be identified by user_id or anonymous_id.
 IDENTITY_REQUIRED_TYPES: Final = frozenset({"track", "page", "identify"})
@@ -75,6 +78,10 @@ COST_COLUMNS: Final = (
     "source_partition",
     "source_offset",
     "produced_at",
+    # migration 007: the FOCUS columns a cost report needs beside the charge itself
+    "billing_account_id",
+    "provider",
+    "charge_class",
 )
 DEAD_LETTER_COLUMNS: Final = (
     "source_topic",
@@ -87,6 +94,10 @@ DEAD_LETTER_COLUMNS: Final = (
     "reason",
     "raw",
     "raw_encoding",
+    # migration 008: a hash of the Kafka timestamp and payload, part of the row's key, so a
+    # replay collapses onto the same row but a different record that reuses a position (after
+    # a broker restart or a topic re-creation) does not overwrite an earlier dead letter
+    "record_id",
 )
 TABLE_COLUMNS: Final = {
     EVENTS_TABLE: EVENTS_COLUMNS,
@@ -120,10 +131,16 @@ MAX_EVENT_TIME_MS: Final = 10_413_791_999_999  # 2299-12-31T23:59:59.999Z
 REVENUE_DECIMAL: Final = (18, 6)
 COST_DECIMAL: Final = (38, 12)
 
-# FOCUS 1.x ChargeCategory values. Credits and adjustments are the only charges whose cost may
-# be negative (a refund or a correction); a negative Usage cost is a broken export.
+# FOCUS 1.x ChargeCategory values. In tidemark's own cost records only credits, adjustments and
+# corrections may be negative (a refund or a correction): there a negative Usage cost is a
+# broken producer. FOCUS rows (type `focus`) follow FOCUS, where BilledCost, EffectiveCost and
+# the quantities are "any valid decimal value" (providers such as Azure export negative Usage
+# rows when they re-rate usage), so no sign is judged there.
 CHARGE_CATEGORIES: Final = frozenset({"Usage", "Purchase", "Tax", "Credit", "Adjustment"})
 NEGATIVE_COST_CATEGORIES: Final = frozenset({"Credit", "Adjustment"})
+# FOCUS 1.x ChargeClass: null, or "Correction" for a correction to an invoiced billing period.
+CORRECTION: Final = "Correction"
+CHARGE_CLASSES: Final = frozenset({CORRECTION})
 DEFAULT_CHARGE_CATEGORY: Final = "Usage"
 # Only usage has a meaningful quantity; purchases, taxes and credits often carry none.
 QUANTITY_REQUIRED_CATEGORIES: Final = frozenset({"Usage"})

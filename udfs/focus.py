@@ -1,14 +1,22 @@
-"""Read FinOps FOCUS 1.x cost exports (CSV or Parquet) as tidemark cost-record dicts.
+"""Map FinOps FOCUS 1.x rows to tidemark cost records: the one place that understands FOCUS.
 
-Why map to the raw contract instead of straight to ClickHouse rows: FOCUS rows then travel the
-same road as every other cost record (Kafka, `udfs.validation`, dedup, dead letters), so there
-is one set of rules and a bad export row becomes a dead letter with a reason, not a crashed
-loader. This module therefore converts *shapes* (columns, Parquet types) and leaves judging
-*values* to the validator: a cost cell reading "NaN" is passed on, and rejected there.
+A FOCUS row travels on Kafka as a `focus` record, `{"type": "focus", "tenant_id": ...,
+"message_id": ... (optional), "focus": {<FOCUS column>: <cell>, ...}}`, and the ingest job maps
+it here, inside the validator (`udfs.validation`). Why the job and not the producer: a FOCUS row
+put on the topic by any producer (`tidemark produce --focus`, a billing-export lambda, a
+connector) is then read by the same rules, and a bad cell becomes a dead letter with a reason,
+not a crashed loader. Reading files (CSV, Parquet) is `udfs.focus_files`'s job; this module
+converts *cells* and leaves judging *values* to the validator: "NaN" is passed on, and rejected.
 
-Exactness: CSV cells are read as text and passed through untouched, so a cost written with 18
-decimals reaches ClickHouse with 18 decimals. Parquet decimals are formatted exactly; Parquet
-doubles (already binary) are written as their shortest round-trip text.
+What FOCUS exports look like in the wild, and the rules applied here:
+- nulls: a cell that is JSON null, empty, or the literal text `NULL` / `null` (as database
+  exports such as the FinOps Foundation's sample data write them) is a null;
+- times: FOCUS requires ISO 8601 UTC with `Z` ('2024-09-01T00:00:00Z'), but exports also write
+  '2024-09-01 00:00:00'. FOCUS times are UTC by definition, so a time without a zone is read as
+  UTC; one with an offset is converted to UTC; an unparseable one is passed on and rejected;
+- money and quantities: FOCUS allows any decimal value, so signs are not judged here (see the
+  `focus` path of the validator); text is passed through untouched, so 18 decimals reach
+  the validator as 18 decimals, and Parquet decimals / doubles are formatted exactly.
 
 Idempotent loads: message_id is a hash of the tenant and every column of the row, so loading
 the same file twice produces the same ids and ClickHouse's ReplacingMergeTree keeps one copy.
@@ -17,22 +25,16 @@ FOCUS has no line-item id, so two byte-identical rows in one file also collapse 
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import math
-import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import orjson
-import pyarrow as pa
-import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
 
-from udfs.contract import COST_TYPE, MAX_TENANT_ID_CHARS, TENANT_ID_CHARS
+from udfs.contract import COST_TYPE, FOCUS_TYPE
 
 # Columns FOCUS 1.x makes mandatory that this mapping cannot do without.
 REQUIRED_COLUMNS = (
@@ -47,36 +49,60 @@ REQUIRED_COLUMNS = (
 )
 # usage_quantity/usage_unit come from the consumed pair, else the pricing pair; one must exist.
 QUANTITY_PAIRS = (("ConsumedQuantity", "ConsumedUnit"), ("PricingQuantity", "PricingUnit"))
-_BATCH_ROWS = 10_000
-_HEADER_PROBE_BYTES = 1 << 16
+# Cell texts that mean null: exports from SQL engines write nulls as the word.
+NULL_TEXTS = frozenset({"", "NULL", "null"})
+# The FOCUS column(s) each cost-record field comes from, so a dead letter names what the
+# sender wrote.
+SOURCE_COLUMNS = {
+    "resource_id": "ResourceId",
+    "service": "ServiceName",
+    "account_id": "SubAccountId",
+    "billing_account_id": "BillingAccountId",
+    "provider": "ProviderName",
+    "region": "RegionId",
+    "charge_category": "ChargeCategory",
+    "charge_class": "ChargeClass",
+    "usage_start": "ChargePeriodStart",
+    "usage_end": "ChargePeriodEnd",
+    "billed_cost": "BilledCost",
+    "effective_cost": "EffectiveCost",
+    "currency": "BillingCurrency",
+    "usage_quantity": "ConsumedQuantity",
+    "usage_unit": "ConsumedUnit",
+    "tags": "Tags",
+}
 
 
 class FocusFormatError(ValueError):
     """The file is not a usable FOCUS export (unreadable, or a required column is missing)."""
 
 
-# --- value conversion ---------------------------------------------------------------------------
+# --- cells --------------------------------------------------------------------------------------
+
+
+def is_null(value: Any) -> bool:
+    """Whether a cell is a FOCUS null: None, empty, or the literal text NULL / null."""
+    return value is None or (value.__class__ is str and value in NULL_TEXTS)
 
 
 def _text(value: Any) -> str | None:
-    """A cell as contract text; None for null and empty cells (the validator treats them as
-    absent)."""
-    if value is None:
+    """A cell as contract text; None for nulls (the validator treats them as absent)."""
+    if is_null(value):
         return None
     if isinstance(value, str):
-        return value or None
+        return value
     return str(value)
 
 
 def _number(value: Any) -> str | int | None:
     """A money or quantity cell, exact: text stays text, Decimal is formatted without exponent,
     a binary double becomes its shortest round-trip text."""
-    if value is None or value == "":
+    if is_null(value):
         return None
     if isinstance(value, str | int) and not isinstance(value, bool):
         return value
     if isinstance(value, Decimal):
-        return format(value, "f")
+        return format(value, "f") if value.is_finite() else str(value)
     if isinstance(value, float):
         if math.isfinite(value):
             return format(Decimal(repr(value)), "f")
@@ -84,19 +110,29 @@ def _number(value: Any) -> str | int | None:
     return str(value)
 
 
+def utc_text(moment: datetime) -> str:
+    """An aware or zone-less (= UTC, the FOCUS rule) datetime as ISO-8601 UTC with 'Z'."""
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _time(value: Any) -> str | None:
-    """A ChargePeriod cell as ISO-8601. FOCUS times are UTC, so a zone-less Parquet timestamp is
-    read as UTC; text is passed through for the validator to judge."""
-    if value is None or value == "":
+    """A ChargePeriod cell as ISO-8601 UTC. FOCUS times are UTC, so a zone-less time (text
+    '2024-09-18 22:00:00' or a zone-less Parquet timestamp) is read as UTC. Unparseable text
+    is passed through for the validator to reject with its reason."""
+    if is_null(value):
         return None
     if isinstance(value, str):
-        return value
+        try:
+            moment = datetime.fromisoformat(value)
+        except (ValueError, OverflowError):
+            return value
+        return utc_text(moment) if moment.tzinfo is None else value
     if isinstance(value, datetime):
-        moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return utc_text(value)
     if isinstance(value, date):
         return f"{value.isoformat()}T00:00:00Z"
-    return str(value)
+    return value  # a number or other JSON value: the validator judges it
 
 
 def _tag_value(value: Any) -> str:
@@ -114,7 +150,7 @@ def _tags(value: Any) -> Any:
     Text that is not a JSON object is passed through unchanged, so the validator dead-letters
     the row with a reason instead of the loader guessing.
     """
-    if value is None or value == "":
+    if is_null(value):
         return None
     if isinstance(value, str):
         try:
@@ -124,40 +160,68 @@ def _tags(value: Any) -> Any:
         if not isinstance(parsed, dict):
             return value
         value = parsed
-    elif isinstance(value, list):  # Parquet map<string, string> arrives as (key, value) pairs
+    elif isinstance(value, list) and all(
+        isinstance(pair, list | tuple) and len(pair) == 2 for pair in value
+    ):  # Parquet map<string, string> arrives as (key, value) pairs
         value = dict(value)
     if isinstance(value, dict):
         return {str(k): _tag_value(v) for k, v in value.items()}
     return value
 
 
-def _canonical(value: Any) -> Any:
-    """A cell in a stable JSON-able form, for the message_id hash."""
+def json_cell(value: Any) -> Any:
+    """A cell in a stable JSON form (what a `focus` record carries, and what ids hash): text,
+    integers, booleans, null, objects; decimals, doubles and times as exact text."""
     if value is None or isinstance(value, str | int | bool):
         return value
     if isinstance(value, float | Decimal):
         return _number(value)
-    if isinstance(value, datetime | date):
-        return _time(value)
+    if isinstance(value, datetime):
+        return utc_text(value)
+    if isinstance(value, date):
+        return value.isoformat()
     if isinstance(value, list):
-        return [_canonical(item) for item in value]
+        if value and all(isinstance(pair, tuple) and len(pair) == 2 for pair in value):
+            return {str(k): json_cell(v) for k, v in value}  # a Parquet map
+        return [json_cell(item) for item in value]
     if isinstance(value, dict):
-        return {str(k): _canonical(v) for k, v in value.items()}
+        return {str(k): json_cell(v) for k, v in value.items()}
     return str(value)
+
+
+def json_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A FOCUS row (column -> cell of any reader's type) as a JSON-able object."""
+    return {str(name): json_cell(value) for name, value in row.items()}
+
+
+# --- rows ---------------------------------------------------------------------------------------
 
 
 def message_id_for(row: Mapping[str, Any], tenant_id: str) -> str:
     """Deterministic id of a FOCUS row: sha256 over the tenant and every (column, value)."""
-    canonical = [tenant_id, sorted((name, _canonical(value)) for name, value in row.items())]
+    canonical = [tenant_id, sorted((name, json_cell(value)) for name, value in row.items())]
     digest = hashlib.sha256(orjson.dumps(canonical)).hexdigest()
     return f"focus-{digest[:40]}"
 
 
-def focus_row_to_record(row: Mapping[str, Any], tenant_id: str) -> dict[str, Any]:
+def focus_record(row: Mapping[str, Any], tenant_id: str) -> dict[str, Any]:
+    """The `focus` record a producer puts on Kafka for one FOCUS row."""
+    cells = json_row(row)
+    return {
+        "type": FOCUS_TYPE,
+        "tenant_id": tenant_id,
+        "message_id": message_id_for(cells, tenant_id),
+        "focus": cells,
+    }
+
+
+def focus_row_to_record(
+    row: Mapping[str, Any], tenant_id: str, message_id: str | None = None
+) -> dict[str, Any]:
     """One FOCUS row (column name -> value) as a tidemark cost record (the raw JSON contract).
 
-    Fields whose FOCUS cell is null or empty are left out, so the validator applies its
-    defaults or reports the missing field by its contract name.
+    Fields whose FOCUS cell is null are left out, so the validator applies its defaults or
+    reports the missing field. `message_id` defaults to the row's hash (message_id_for).
     """
     quantity = unit = None
     for quantity_column, unit_column in QUANTITY_PAIRS:
@@ -169,8 +233,11 @@ def focus_row_to_record(row: Mapping[str, Any], tenant_id: str) -> dict[str, Any
         "resource_id": _text(row.get("ResourceId")),
         "service": _text(row.get("ServiceName")),
         "account_id": _text(row.get("SubAccountId")) or _text(row.get("BillingAccountId")),
+        "billing_account_id": _text(row.get("BillingAccountId")),
+        "provider": _text(row.get("ProviderName")),
         "region": _text(row.get("RegionId")) or _text(row.get("RegionName")),
         "charge_category": _text(row.get("ChargeCategory")),
+        "charge_class": _text(row.get("ChargeClass")),
         "usage_start": _time(row.get("ChargePeriodStart")),
         "usage_end": _time(row.get("ChargePeriodEnd")),
         "billed_cost": _number(row.get("BilledCost")),
@@ -182,77 +249,8 @@ def focus_row_to_record(row: Mapping[str, Any], tenant_id: str) -> dict[str, Any
     }
     record: dict[str, Any] = {
         "type": COST_TYPE,
-        "message_id": message_id_for(row, tenant_id),
+        "message_id": message_id or message_id_for(row, tenant_id),
         "tenant_id": tenant_id,
     }
     record.update((key, value) for key, value in candidates.items() if value is not None)
     return record
-
-
-# --- files --------------------------------------------------------------------------------------
-
-
-def check_columns(columns: Iterable[str], source: str) -> None:
-    """Fail with the name of the first required FOCUS column the file lacks."""
-    present = set(columns)
-    for column in REQUIRED_COLUMNS:
-        if column not in present:
-            raise FocusFormatError(f"{source}: missing required FOCUS column '{column}'")
-    if not any(quantity in present for quantity, _ in QUANTITY_PAIRS):
-        raise FocusFormatError(
-            f"{source}: missing FOCUS column 'ConsumedQuantity' (or 'PricingQuantity')"
-        )
-
-
-def _is_parquet(path: Path) -> bool:
-    if path.suffix.lower() in (".parquet", ".pq"):
-        return True
-    with open(path, "rb") as handle:
-        return handle.read(4) == b"PAR1"
-
-
-def _csv_header(path: Path) -> list[str]:
-    """The CSV header names, read before pyarrow so every column can be forced to text:
-    letting pyarrow infer types would turn cost strings into lossy doubles."""
-    with pa.input_stream(str(path), compression="detect") as stream:
-        head = b""
-        while b"\n" not in head:
-            chunk = stream.read(_HEADER_PROBE_BYTES)
-            if not chunk:
-                break
-            head += chunk
-    first_line = head.split(b"\n", 1)[0].decode("utf-8-sig").rstrip("\r")
-    return next(csv.reader([first_line]), [])
-
-
-def _csv_batches(path: Path) -> tuple[list[str], Iterator[pa.RecordBatch]]:
-    names = _csv_header(path)
-    convert = pa_csv.ConvertOptions(
-        column_types={name: pa.string() for name in names},
-        strings_can_be_null=True,
-        null_values=[""],  # keep "NaN", "NULL" as text: the validator names them
-    )
-    reader = pa_csv.open_csv(str(path), convert_options=convert)
-    return names, iter(reader)
-
-
-def _parquet_batches(path: Path) -> tuple[list[str], Iterator[pa.RecordBatch]]:
-    parquet = pq.ParquetFile(str(path))
-    return list(parquet.schema_arrow.names), parquet.iter_batches(batch_size=_BATCH_ROWS)
-
-
-def iter_focus_records(path: str | os.PathLike[str], tenant_id: str) -> Iterator[dict[str, Any]]:
-    """Yield one tidemark cost record per row of a FOCUS 1.x CSV (optionally compressed) or
-    Parquet file, in file order. Raises FocusFormatError before the first row if the file
-    lacks a required column, and ValueError for a tenant_id the contract would reject."""
-    if not (0 < len(tenant_id) <= MAX_TENANT_ID_CHARS and TENANT_ID_CHARS.issuperset(tenant_id)):
-        raise ValueError(f"tenant_id must be 1-64 characters of A-Z a-z 0-9 _ . -: {tenant_id!r}")
-    source = Path(path)
-    try:
-        names, batches = (_parquet_batches if _is_parquet(source) else _csv_batches)(source)
-    except (OSError, pa.ArrowException) as exc:
-        raise FocusFormatError(f"{source}: cannot read as a FOCUS export: {exc}") from exc
-    check_columns(names, str(source))
-    for batch in batches:
-        for row in batch.to_pylist():
-            yield focus_row_to_record(row, tenant_id)

@@ -14,7 +14,9 @@ reason codes) are defined in `udfs.contract` and explained in `schemas/EVENTS.md
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal
@@ -26,6 +28,7 @@ from udfs.contract import (
     BAD_ENCODING,
     BAD_TIMESTAMP,
     CHARGE_CATEGORIES,
+    CHARGE_CLASSES,
     COST_DECIMAL,
     COST_TABLE,
     COST_TYPE,
@@ -33,6 +36,7 @@ from udfs.contract import (
     DEFAULT_CHARGE_CATEGORY,
     EVENT_TYPES,
     EVENTS_TABLE,
+    FOCUS_TYPE,
     FUTURE_TIME,
     IDENTITY_REQUIRED_TYPES,
     INTERNAL_ERROR,
@@ -55,6 +59,7 @@ from udfs.contract import (
     WRONG_TYPE,
     ZERO,
 )
+from udfs.focus import SOURCE_COLUMNS, focus_row_to_record, message_id_for
 
 
 # No slots=True on these dataclasses: jobs pickle this package by value (see
@@ -524,8 +529,14 @@ def _cost(
     meta: SourceMeta,
     limits: ValidationLimits,
     now_ms: int,
+    focus: bool = False,
 ) -> Accepted:
-    """Check a cost record and build its `cost_records` row. Money stays Decimal end to end."""
+    """Check a cost record and build its `cost_records` row. Money stays Decimal end to end.
+
+    `focus`: the record was mapped from a FOCUS row, so FOCUS's rules apply: costs and
+    quantities may have any sign, and a Usage row without quantity or unit is kept (0, "")
+    rather than losing its cost.
+    """
     start_ms = _req_time(doc, "usage_start")
     end_ms = _req_time(doc, "usage_end")
     if end_ms < start_ms:
@@ -545,6 +556,15 @@ def _cost(
             f"field 'charge_category' must be one of {', '.join(sorted(CHARGE_CATEGORIES))},"
             f" got {_quote(category)}",
         )
+    charge_class = _opt_str(doc, "charge_class", "charge_class")
+    if charge_class and charge_class not in CHARGE_CLASSES:
+        raise _Reject(
+            INVALID_VALUE,
+            f"field 'charge_class' must be empty or one of {', '.join(sorted(CHARGE_CLASSES))},"
+            f" got {_quote(charge_class)}",
+        )
+    any_sign = focus or bool(charge_class) or category in NEGATIVE_COST_CATEGORIES
+    quantity_required = not focus and category in QUANTITY_REQUIRED_CATEGORIES
     currency = doc.get("currency")
     if currency is None:
         raise _missing(doc, "currency", "currency")
@@ -560,17 +580,17 @@ def _cost(
             exact = exact or _exact_floats(raw, key)
             value = exact[key]
         amount = _decimal(key, value)
-        if amount < ZERO and category not in NEGATIVE_COST_CATEGORIES:
+        if amount < ZERO and not any_sign:
             raise _Reject(
                 INVALID_VALUE,
                 f"field '{key}' must not be negative for charge_category '{category}',"
-                f" got '{amount}' (only Credit and Adjustment may be negative)",
+                f" got '{amount}' (only Credit, Adjustment and Correction charges may be negative)",
             )
         money.append(_decimal_text(key, amount, COST_DECIMAL))
 
     quantity_value = doc.get("usage_quantity")
     if quantity_value is None:
-        if category in QUANTITY_REQUIRED_CATEGORIES:
+        if quantity_required:
             raise _missing(doc, "usage_quantity", "usage_quantity")
         quantity = "0"
     else:
@@ -578,12 +598,12 @@ def _cost(
             exact = exact or _exact_floats(raw, "usage_quantity")
             quantity_value = exact["usage_quantity"]
         amount = _decimal("usage_quantity", quantity_value)
-        if amount < ZERO:
+        if amount < ZERO and not focus:
             raise _Reject(
                 INVALID_VALUE, f"field 'usage_quantity' must not be negative, got '{amount}'"
             )
         quantity = _decimal_text("usage_quantity", amount, COST_DECIMAL)
-    if category in QUANTITY_REQUIRED_CATEGORIES:
+    if quantity_required:
         unit = _req_str(doc, "usage_unit", "usage_unit")
     else:
         unit = _opt_str(doc, "usage_unit", "usage_unit")
@@ -595,6 +615,8 @@ def _cost(
                 raise _wrong(f"tags.{key}", "a string", value)
     else:
         tags = {}
+    billing_account_id = _opt_str(doc, "billing_account_id", "billing_account_id")
+    provider = _opt_str(doc, "provider", "provider")
     _check_future(start_ms, now_ms, limits)
 
     return Accepted(
@@ -620,11 +642,71 @@ def _cost(
             "source_partition": meta.partition,
             "source_offset": meta.offset,
             "produced_at": _produced_text(meta.timestamp_ms),
+            "billing_account_id": billing_account_id,
+            "provider": provider,
+            "charge_class": charge_class,
         },
     )
 
 
+# --- FOCUS rows ---------------------------------------------------------------------------------
+
+# A contract field name quoted in a reason, e.g. 'billed_cost' or 'tags.team'.
+_QUOTED_FIELD = re.compile(r"'([a-z_]+)((?:\.[^']*)?)'")
+
+
+def _focus_reason(reason: str) -> str:
+    """A cost-record reason in the FOCUS column names the sender wrote ('BilledCost')."""
+
+    def name(match: re.Match[str]) -> str:
+        column = SOURCE_COLUMNS.get(match.group(1))
+        return f"'{column}{match.group(2)}'" if column else match.group(0)
+
+    return _QUOTED_FIELD.sub(name, reason)
+
+
+def _focus(
+    doc: dict[str, Any], raw: bytes, meta: SourceMeta, limits: ValidationLimits, now_ms: int
+) -> Accepted:
+    """Check a `focus` record: map its FOCUS row (udfs/focus.py) and judge it as a cost record
+    under FOCUS's rules. message_id is optional: the row's hash, as `produce --focus` sends."""
+    tenant_id = _req_str(doc, "tenant_id", "tenant_id")
+    _check_tenant(tenant_id)
+    row = doc.get("focus")
+    if row.__class__ is not dict:
+        if row is None:
+            raise _missing(doc, "focus", "focus")
+        raise _wrong("focus", "an object of FOCUS columns", row)
+    if any(value.__class__ is float for value in row.values()):  # JSON numbers: read exactly
+        row = _exact_floats(raw, "focus")["focus"]
+    message_id = doc.get("message_id")
+    if message_id is None:
+        message_id = message_id_for(row, tenant_id)
+    else:
+        message_id = _req_str(doc, "message_id", "message_id")
+        _check_message_id(message_id)
+    record = focus_row_to_record(row, tenant_id, message_id)
+    try:
+        return _cost(record, tenant_id, message_id, raw, meta, limits, now_ms, focus=True)
+    except _Reject as rejection:
+        raise _Reject(rejection.code, _focus_reason(rejection.reason)) from None
+
+
 # --- dead letters -------------------------------------------------------------------------------
+
+
+def record_id(raw: bytes, timestamp_ms: int) -> str:
+    """The identity of a Kafka record beside its position: a hash of its timestamp and payload.
+
+    A Flink replay re-reads the same record (same timestamp, same bytes): same id, so the
+    replayed dead letter collapses onto the first. A broker restart or topic re-creation
+    starts offsets again at 0, and a different record at a reused position gets another id,
+    so it is kept beside the earlier dead letter instead of replacing it.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(timestamp_ms.to_bytes(8, "big", signed=True))
+    digest.update(raw)
+    return digest.hexdigest()
 
 
 def _dead_letter(
@@ -663,6 +745,7 @@ def _dead_letter(
             "reason": reason,
             "raw": text,
             "raw_encoding": encoding,
+            "record_id": record_id(raw, meta.timestamp_ms),
         },
     )
 
@@ -725,13 +808,10 @@ def _validate(
             doc,
         )
     try:
+        if doc.get("type") == FOCUS_TYPE:
+            return _focus(doc, raw, meta, limits, now_ms)
         message_id = _req_str(doc, "message_id", "message_id")
-        if len(message_id) > MAX_MESSAGE_ID_CHARS:
-            raise _Reject(
-                INVALID_VALUE,
-                f"field 'message_id' must be at most {MAX_MESSAGE_ID_CHARS} characters,"
-                f" got {len(message_id)}",
-            )
+        _check_message_id(message_id)
         tenant_id = _req_str(doc, "tenant_id", "tenant_id")
         _check_tenant(tenant_id)
         kind = _record_type(doc)
@@ -740,6 +820,15 @@ def _validate(
         return _customer(doc, kind, tenant_id, message_id, raw, meta, limits, now_ms)
     except _Reject as rejection:
         return _dead_letter(raw, meta, rejection.code, rejection.reason, doc)
+
+
+def _check_message_id(message_id: str) -> None:
+    if len(message_id) > MAX_MESSAGE_ID_CHARS:
+        raise _Reject(
+            INVALID_VALUE,
+            f"field 'message_id' must be at most {MAX_MESSAGE_ID_CHARS} characters,"
+            f" got {len(message_id)}",
+        )
 
 
 def _record_type(doc: dict[str, Any]) -> str:
