@@ -80,9 +80,29 @@ def ensure_topics(cfg: Config, partitions: int | None = None) -> list[str]:
                 created.append(name)
             except TopicAlreadyExistsError:
                 pass
+        wait_until_listed(admin, set(wanted))
         return created
     finally:
         admin.close()
+
+
+def wait_until_listed(admin, names: set[str], timeout_s: float = 30.0) -> None:
+    """Wait until the broker's metadata lists `names`.
+
+    Why: Kafka answers CreateTopics once the controller has the topic, before every broker's
+    metadata cache does; a producer or a Flink job started at once could see no topic.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        missing = names - set(admin.list_topics())
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"topics not in the broker's metadata after {timeout_s:.0f} s: "
+                f"{', '.join(sorted(missing))}"
+            )
+        time.sleep(0.1)
 
 
 def describe_topic(cfg: Config, topic: str, timeout_ms: int = 3000) -> list[PartitionInfo]:
