@@ -12,8 +12,8 @@ The rules, in short (see `expected_identity` for the step-by-step procedure):
 | user_id      | 0        | 1     | trim                | `user_id`                                |
 | email        | 1        | 5     | trim, lower         | `traits.email`, else `context.traits`    |
 | phone        | 2        | 5     | E.164 (region US)   | `traits.phone`, else `context.traits`    |
-| device_id    | 3        | 5     | trim, lower         | `context.device_id`                      |
-| anonymous_id | 4        | 5     | trim, lower         | `anonymous_id`; alias `previous_id` too  |
+| device_id    | 3        | 5     | trim (exact case)   | `context.device_id`                      |
+| anonymous_id | 4        | 5     | trim (exact case)   | `anonymous_id`; alias `previous_id` too  |
 
 Blocked values never become identifiers. A profile holds at most 50 identifiers, and a merge
 may not take a profile past 25 merges.
@@ -171,10 +171,8 @@ def normalize(kind: str, value: object) -> str:
     """The normalized value of one identifier; "" when it has none."""
     if not isinstance(value, str):
         return ""
-    if kind == "user_id":
-        return value.strip()
-    if kind == "phone":
-        return e164(value)
+    if kind != "email":  # ids are exact; only emails are case-folded (Segment, PostHog)
+        return value.strip() if kind != "phone" else e164(value)
     return value.strip().lower()
 
 

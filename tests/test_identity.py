@@ -119,8 +119,8 @@ SCENARIOS = [
     Scenario(
         "anonymous then identify",
         [
-            ev(1000, anonymous_id="A-1"),
-            ev(2000, "identify", user_id="u1", anonymous_id="A-1", email="ana@x.com"),
+            ev(1000, anonymous_id="a-1"),
+            ev(2000, "identify", user_id="u1", anonymous_id="a-1", email="ana@x.com"),
             ev(3000, user_id="u1"),  # an ESP webhook: user_id only
         ],
         resolved=[pid("anonymous_id", "a-1")] * 3,
@@ -165,7 +165,7 @@ SCENARIOS = [
         [
             ev(1000, anonymous_id="anon-old"),
             ev(2000, "identify", user_id="u1", email="ana@x.com"),
-            ev(3000, "alias", user_id="u1", previous_id=" ANON-OLD "),
+            ev(3000, "alias", user_id="u1", previous_id=" anon-old "),
         ],
         resolved=[pid("anonymous_id", "anon-old"), U1, U1],
         profiles={U1: {("user_id", "u1"), ("email", "ana@x.com"), ("anonymous_id", "anon-old")}},
@@ -668,15 +668,15 @@ def test_extract_normalizes_sorts_and_deduplicates() -> None:
         ("user_id", "u1"),
         ("email", "ana@x.com"),
         ("phone", "+14155552671"),
-        ("device_id", "br-abc"),
-        ("anonymous_id", "a-anon"),
-        ("anonymous_id", "b-anon"),
+        ("device_id", "BR-ABC"),
+        ("anonymous_id", "A-ANON"),
+        ("anonymous_id", "B-anon"),
     ]
 
 
 def test_extract_previous_id_only_on_alias_and_deduplicated() -> None:
     rules = IdentityRules.default()
-    alias, _ = ev(1000, "alias", user_id="u1", anonymous_id="X1", previous_id="x1")
+    alias, _ = ev(1000, "alias", user_id="u1", anonymous_id="x1", previous_id=" x1")
     assert extract_identifiers(alias, rules) == [("user_id", "u1"), ("anonymous_id", "x1")]
     track, _ = ev(1000, user_id="u1", previous_id="x1")
     assert extract_identifiers(track, rules) == [("user_id", "u1")]
@@ -685,7 +685,7 @@ def test_extract_previous_id_only_on_alias_and_deduplicated() -> None:
 def test_extract_previous_id_type_is_configurable() -> None:
     rules = IdentityRules.from_mapping({"alias_previous_id_type": "device_id"})
     row, _ = ev(1000, "alias", user_id="u1", previous_id="Dev-1")
-    assert extract_identifiers(row, rules) == [("user_id", "u1"), ("device_id", "dev-1")]
+    assert extract_identifiers(row, rules) == [("user_id", "u1"), ("device_id", "Dev-1")]
 
 
 @pytest.mark.parametrize(
@@ -789,8 +789,8 @@ def test_default_rules() -> None:
         ("user_id", 0, 1, ("trim",), "user_id"),
         ("email", 1, 5, ("trim", "lower"), "email"),
         ("phone", 2, 5, ("e164",), "phone"),
-        ("device_id", 3, 5, ("trim", "lower"), "device_id"),
-        ("anonymous_id", 4, 5, ("trim", "lower"), "anonymous_id"),
+        ("device_id", 3, 5, ("trim",), "device_id"),
+        ("anonymous_id", 4, 5, ("trim",), "anonymous_id"),
     ]
     assert (rules.max_identifiers, rules.max_merges) == (50, 25)
     assert (rules.alias_previous_id_type, rules.default_phone_region) == ("anonymous_id", "US")
@@ -906,3 +906,40 @@ def test_rules_and_profiles_pickle() -> None:
     assert extract_identifiers(row, copy_) == [("crm_id", "c1")]
     p = Profile("p-1", TENANT, {"user_id": ["u1"]}, 1, 2)
     assert pickle.loads(pickle.dumps(p)) == p
+
+
+# --- issue #10: Segment Unify / PostHog rules, scenario tables from their docs ------------------
+
+
+def partition(events: list[tuple[dict[str, Any], int]], rules: IdentityRules) -> set[frozenset]:
+    """The final partition: one frozenset of identifiers per live profile."""
+    return {frozenset(ids) for ids in live_profiles(apply(events, rules).store).values()}
+
+
+def assert_order_independent(events: list[tuple[dict[str, Any], int]], rules: IdentityRules):
+    """Every arrival order of the same events gives the same final partition."""
+    want = partition(events, rules)
+    for order in itertools.permutations(events):
+        assert partition(list(order), rules) == want, [t for _, t in order]
+    return want
+
+
+# Ids are exact (Segment and PostHog compare distinct ids / anonymousIds as strings); only
+# emails are trimmed and lower-cased.
+EXACT_CASES = [
+    ("anonymous ids differing by case", [ev(1, anonymous_id="ABC"), ev(2, anonymous_id="abc")], 2),
+    ("device ids differing by case", [ev(1, device_id="Dev-1"), ev(2, device_id="dev-1")], 2),
+    ("user ids differing by case", [ev(1, user_id="U1"), ev(2, user_id="u1")], 2),
+    (
+        "emails differing by case and blanks",
+        [ev(1, email="Ana@X.com"), ev(2, email=" ana@x.com")],
+        1,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "events", "profiles"), EXACT_CASES, ids=[c[0] for c in EXACT_CASES]
+)
+def test_ids_are_exact_emails_are_case_folded(name: str, events: list, profiles: int) -> None:
+    assert len(assert_order_independent(events, IdentityRules.default())) == profiles

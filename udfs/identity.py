@@ -67,8 +67,10 @@ DEFAULT_TYPES = (
     IdentifierType("user_id", 0, 1, ("trim",), "user_id"),
     IdentifierType("email", 1, 5, ("trim", "lower"), "email"),
     IdentifierType("phone", 2, 5, ("e164",), "phone"),
-    IdentifierType("device_id", 3, 5, ("trim", "lower"), "device_id"),
-    IdentifierType("anonymous_id", 4, 5, ("trim", "lower"), "anonymous_id"),
+    # Device and anonymous ids are exact (only surrounding blanks trimmed): SDKs generate
+    # them, so 'ABC' and 'abc' are two devices, and lower-casing them merged strangers.
+    IdentifierType("device_id", 3, 5, ("trim",), "device_id"),
+    IdentifierType("anonymous_id", 4, 5, ("trim",), "anonymous_id"),
 )
 
 
