@@ -28,9 +28,16 @@ from typing import NamedTuple
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PROFILE_NAMESPACE = uuid.UUID("6f1d5c1e-3f7a-4b61-9a54-2d0c7e1a8b90")
+# PostHog's documented illegal distinct ids, compared case-insensitively, plus tidemark's
+# older placeholders ("", "-1", "nil", "n/a", "unknown").
 BLOCKED_VALUES = frozenset(
-    ["", "null", "undefined", "anonymous", "0", "-1", "none", "nil", "n/a", "unknown"]
-)
+    v.lower()
+    for v in [
+        "anonymous", "guest", "distinctid", "distinct_id", "id", "not_authenticated", "email",
+        "undefined", "true", "false", "[object Object]", "NaN", "None", "none", "null", "0",
+        "", "-1", "nil", "n/a", "unknown",
+    ]
+)  # fmt: skip
 
 
 class IdentifierRule(NamedTuple):
@@ -177,9 +184,14 @@ def normalize(kind: str, value: object) -> str:
 
 
 def is_blocked(value: str) -> bool:
-    if value.lower() in BLOCKED_VALUES:
-        return True
-    return all(char in "0-" for char in value)  # also true for ""
+    """A listed junk value or an all-zero id, bare or inside one pair of quotes ('null')."""
+    candidates = [value]
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        candidates.append(value[1:-1].strip())
+    for candidate in candidates:
+        if candidate.lower() in BLOCKED_VALUES or all(char in "0-" for char in candidate):
+            return True
+    return False
 
 
 def event_identifiers(doc: dict, rules: IdentityRules | None = None) -> list[tuple[str, str]]:

@@ -721,12 +721,12 @@ def test_blocked_values_are_not_identifiers(value: str) -> None:
 
 def test_blocked_values_from_config() -> None:
     rules = IdentityRules.from_mapping(
-        {"blocked": ["Guest"], "blocked_by_type": {"email": ["test@example.com"]}}
+        {"blocked": ["Visitor"], "blocked_by_type": {"email": ["test@example.com"]}}
     )
-    row, _ = ev(1000, user_id="guest", email="TEST@example.com", anonymous_id="test@example.com")
+    row, _ = ev(1000, user_id="visitor", email="TEST@example.com", anonymous_id="test@example.com")
     assert extract_identifiers(row, rules) == [("anonymous_id", "test@example.com")]
-    default, _ = ev(1000, user_id="guest")
-    assert extract_identifiers(default, IdentityRules.default()) == [("user_id", "guest")]
+    default, _ = ev(1000, user_id="visitor")
+    assert extract_identifiers(default, IdentityRules.default()) == [("user_id", "visitor")]
 
 
 @pytest.mark.parametrize(
@@ -846,6 +846,10 @@ def test_overrides_change_priority_order() -> None:
         ({"colour": 1}, "identity.colour: unknown key"),
         ({"blocked": "none"}, "identity.blocked: must be a list of strings"),
         ({"blocked": ["x", 3]}, "identity.blocked[1]: must be a string"),
+        ({"blocked_defaults": "no"}, "identity.blocked_defaults: must be true or false"),
+        ({"blocked_patterns": "^x$"}, "identity.blocked_patterns: must be a list"),
+        ({"blocked_patterns": ["ok", "(unclosed"]}, "identity.blocked_patterns[1]: invalid regul"),
+        ({"blocked_patterns": [""]}, "identity.blocked_patterns[0]: must be a non-empty string"),
         (
             {"blocked_by_type": {"fax": ["x"]}},
             "identity.blocked_by_type.fax: unknown identifier type",
@@ -943,3 +947,82 @@ EXACT_CASES = [
 )
 def test_ids_are_exact_emails_are_case_folded(name: str, events: list, profiles: int) -> None:
     assert len(assert_order_independent(events, IdentityRules.default())) == profiles
+
+
+# PostHog, "Identifying users", illegal distinct ids: these never merge people. Written from
+# the docs' list, in the docs' spelling, plus case variants and quoted forms.
+POSTHOG_DOC_IDS = [
+    "anonymous",
+    "guest",
+    "distinctid",
+    "distinct_id",
+    "id",
+    "not_authenticated",
+    "email",
+    "undefined",
+    "true",
+    "false",
+    "[object Object]",
+    "NaN",
+    "None",
+    "none",
+    "null",
+    "0",
+]
+BAD_ID_VARIANTS = [
+    *POSTHOG_DOC_IDS,
+    "GUEST",
+    "Distinct_ID",
+    "nan",
+    "NULL",
+    "'null'",
+    '"undefined"',
+    "' guest '",
+    '"[object Object]"',
+]
+
+
+@pytest.mark.parametrize("value", BAD_ID_VARIANTS)
+def test_posthog_illegal_ids_are_blocked_by_default(value: str) -> None:
+    rules = IdentityRules.default()
+    row, _ = ev(1000, user_id=value, device_id=value, anonymous_id=value, email="a@x.com")
+    assert extract_identifiers(row, rules) == [("email", "a@x.com")]
+
+
+def test_two_people_sending_a_placeholder_id_stay_apart() -> None:
+    """PostHog: identify('guest') from two people must not merge them."""
+    events = [
+        ev(1, anonymous_id="anon-a", user_id="guest"),
+        ev(2, anonymous_id="anon-b", user_id="'null'"),
+        ev(3, anonymous_id="anon-b", user_id="guest"),
+    ]
+    want = {frozenset({("anonymous_id", "anon-a")}), frozenset({("anonymous_id", "anon-b")})}
+    assert assert_order_independent(events, IdentityRules.default()) == want
+
+
+def test_default_block_list_is_removable_and_extendable() -> None:
+    rules = IdentityRules.from_mapping({"blocked_defaults": False, "blocked": ["visitor"]})
+    row, _ = ev(1000, user_id="guest", anonymous_id="Visitor", device_id="0000")
+    assert extract_identifiers(row, rules) == [("user_id", "guest")]  # all-zero ids stay out
+    merged = [ev(1, anonymous_id="a1", user_id="guest"), ev(2, anonymous_id="a2", user_id="guest")]
+    assert len(partition(merged, rules)) == 1  # the user opted out of the safety list
+
+
+BLOCKED_PATTERN_CASES = [
+    # (pattern, value, blocked?) -- Segment: "blocked values ... or regex"
+    (r"test-.*", "test-123", True),
+    (r"test-.*", "my-test-123", False),  # full match, not search
+    (r".*@example\.com", "qa@example.com", True),  # email normalised to lower-case first
+    (r".*@example\.com", "qa@example.org", False),
+    (r"(?i)tmp_\d+", "TMP_42", True),
+    (r"tmp_\d+", "TMP_42", False),  # case-sensitive unless (?i)
+]
+
+
+@pytest.mark.parametrize(("pattern", "value", "blocked"), BLOCKED_PATTERN_CASES)
+def test_blocked_patterns(pattern: str, value: str, blocked: bool) -> None:
+    rules = IdentityRules.from_mapping({"blocked_patterns": [pattern]})
+    kind = "email" if "@" in value else "anonymous_id"
+    row, _ = ev(1000, user_id="u1", **{kind: value})
+    found = extract_identifiers(row, rules)
+    assert (found == [("user_id", "u1")]) is blocked, found

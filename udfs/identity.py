@@ -20,6 +20,7 @@ columns are parsed only when a configured custom type needs them.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from typing import Any, Protocol
 import orjson
 import phonenumbers
 
+from udfs.identity_rules import DEFAULT_BLOCKED, compile_patterns, is_blocked
+
 #: Namespace of the uuid5 profile ids, so an id is a pure function of tenant and identifier.
 TIDEMARK_NAMESPACE = uuid.UUID("6f1d5c1e-3f7a-4b61-9a54-2d0c7e1a8b90")
 
@@ -35,10 +38,6 @@ NORMALIZERS = ("trim", "lower", "e164")
 #: Row columns a type may read directly; anything else is a path into a JSON column.
 ROW_COLUMNS = ("user_id", "email", "phone", "device_id", "anonymous_id")
 JSON_COLUMNS = ("traits", "properties", "context")
-#: Values that mean "no identity" in real SDK traffic, compared case-insensitively.
-DEFAULT_BLOCKED = frozenset(
-    {"", "null", "undefined", "anonymous", "0", "-1", "none", "nil", "n/a", "unknown"}
-)
 _PROFILE_FORMAT = 1  # first element of Profile.to_bytes, so the layout can evolve
 _UNKNOWN_PRIORITY = 1 << 30  # a type a profile holds but the rules no longer define
 _E164_MEMO_SIZE = 4096
@@ -83,6 +82,7 @@ class _Plan:
     path: tuple[str, ...]  # keys inside the parsed JSON column; () for a plain column
     ops: tuple[str, ...]
     blocked: frozenset[str]
+    patterns: tuple[re.Pattern[str], ...]
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,7 @@ class IdentityRules:
 
     types: tuple[IdentifierType, ...] = DEFAULT_TYPES
     blocked: frozenset[str] = DEFAULT_BLOCKED  # global, lower-case
+    blocked_patterns: tuple[re.Pattern[str], ...] = ()  # full-match, global
     blocked_by_type: dict[str, frozenset[str]] = field(default_factory=dict, hash=False)
     max_identifiers: int = 50
     max_merges: int = 25
@@ -130,13 +131,14 @@ class IdentityRules:
     def _compile(self, t: IdentifierType) -> _Plan:
         blocked = self.blocked | self.blocked_by_type.get(t.name, frozenset())
         if t.source in ROW_COLUMNS:
-            return _Plan(t.name, t.source, (), t.normalize, blocked)
+            return _Plan(t.name, t.source, (), t.normalize, blocked, self.blocked_patterns)
         column, *path = t.source.split(".")
-        return _Plan(t.name, column, tuple(path), t.normalize, blocked)
+        return _Plan(t.name, column, tuple(path), t.normalize, blocked, self.blocked_patterns)
 
     @classmethod
     def default(cls) -> IdentityRules:
-        """The built-in rules: DEFAULT_TYPES, DEFAULT_BLOCKED, 50 identifiers, 25 merges."""
+        """The built-in rules: DEFAULT_TYPES, DEFAULT_BLOCKED (PostHog's illegal ids and a few
+        placeholders), 50 identifiers, 25 merges."""
         return cls()
 
     @classmethod
@@ -157,6 +159,8 @@ class IdentityRules:
 _RULE_KEYS = (
     "types",
     "blocked",
+    "blocked_defaults",
+    "blocked_patterns",
     "blocked_by_type",
     "max_identifiers",
     "max_merges",
@@ -259,7 +263,11 @@ def _rules_from_mapping(mapping: Mapping[str, Any]) -> IdentityRules:
                 " starting with a letter"
             )
         types[name] = _identifier_type(name, spec, types.get(name))
-    blocked = set(DEFAULT_BLOCKED)
+    defaults = mapping.get("blocked_defaults", True)
+    if defaults.__class__ is not bool:
+        raise ValueError(f"identity.blocked_defaults: must be true or false, got {defaults!r}")
+    blocked = set(DEFAULT_BLOCKED) if defaults else set()
+    patterns = compile_patterns(mapping.get("blocked_patterns", []), "identity.blocked_patterns")
     if "blocked" in mapping:
         blocked.update(v.lower() for v in _strings(mapping["blocked"], "identity.blocked"))
     by_type: dict[str, frozenset[str]] = {}
@@ -284,6 +292,7 @@ def _rules_from_mapping(mapping: Mapping[str, Any]) -> IdentityRules:
     return IdentityRules(
         types=tuple(types.values()),
         blocked=frozenset(blocked),
+        blocked_patterns=patterns,
         blocked_by_type=by_type,
         max_identifiers=_int(mapping.get("max_identifiers", 50), "identity.max_identifiers", 1),
         max_merges=_int(mapping.get("max_merges", 25), "identity.max_merges", 0),
@@ -341,8 +350,8 @@ def _normalized(raw: Any, plan: _Plan, region: str) -> str | None:
             value = _e164(value, region)
             if value is None:
                 return None
-    # Blocked: the listed junk values, and ids made only of zeros and dashes (all-zero UUIDs).
-    if not value.strip("0-") or value.lower() in plan.blocked:
+    # Blocked: the listed junk values (bare or quoted), patterns, all-zero ids.
+    if is_blocked(value, plan.blocked, plan.patterns):
         return None
     return value
 
