@@ -49,7 +49,7 @@ def ev(message_id: str, ts: object, kind: str = "track", **fields: object) -> di
 def test_anonymous_then_identify():
     out = expected_identity(
         [
-            ev("m1", "1970-01-01T00:00:01.000Z", anonymous_id=" ANON-1 "),
+            ev("m1", "1970-01-01T00:00:01.000Z", anonymous_id=" anon-1 "),  # trimmed, case kept
             ev(
                 "m2",
                 3000,
@@ -94,9 +94,9 @@ def test_context_traits_and_alias_previous_id():
     assert event_identifiers(doc) == [
         ("user_id", "u1"),
         ("email", "x@y.example"),
-        ("device_id", "d1"),
+        ("device_id", "D1"),  # ids are exact; only emails are lower-cased
+        ("anonymous_id", "Prev-9"),
         ("anonymous_id", "a2"),
-        ("anonymous_id", "prev-9"),
     ]
     # traits.email wins over context.traits.email
     doc["traits"] = {"email": "first@y.example"}
@@ -106,7 +106,7 @@ def test_context_traits_and_alias_previous_id():
 def test_two_devices_then_login_merges_into_the_user_profile():
     out = expected_identity(
         [
-            ev("m1", 1000, anonymous_id="a1", device_id="D1"),
+            ev("m1", 1000, anonymous_id="a1", device_id="d1"),
             ev("m2", 2000, anonymous_id="a2", device_id="d2"),
             ev("m3", 3000, "identify", user_id="u1", anonymous_id="a2", device_id="d2"),
             ev("m4", 4000, user_id="u1", anonymous_id="a1", device_id="d1"),
@@ -264,9 +264,11 @@ def test_e164(raw, want):
 
 
 def test_identifier_order_and_dedup():
-    doc = ev("m1", 1000, user_id="U", anonymous_id="X", previous_id="x", device_id="X")
+    doc = ev("m1", 1000, user_id="U", anonymous_id="X", previous_id=" X", device_id="X")
     doc["type"] = "alias"
-    assert event_identifiers(doc) == [("user_id", "U"), ("device_id", "x"), ("anonymous_id", "x")]
+    assert event_identifiers(doc) == [("user_id", "U"), ("device_id", "X"), ("anonymous_id", "X")]
+    doc["previous_id"] = "x"  # case differs: a different anonymous id
+    assert event_identifiers(doc)[2:] == [("anonymous_id", "X"), ("anonymous_id", "x")]
 
 
 # --- enrichment ---------------------------------------------------------------------------------
