@@ -238,14 +238,15 @@ def split_linked(
     return matched, unlinked
 
 
-def is_valid(
+def broken_rule(
     tenant_id: str,
     identifiers: list[tuple[str, str]],
     links: dict[tuple[str, str, str], str],
     profiles: dict[tuple[str, str], Profile],
     rules: IdentityRules,
-) -> bool:
-    """Whether resolving these identifiers together keeps every limit."""
+) -> str:
+    """The rule resolving these identifiers together would break ("" when none):
+    "limit:<type>", "max_identifiers" or "merge" (max_merges, or two single-valued ids)."""
     matched, unlinked = split_linked(tenant_id, identifiers, links)
 
     union = set(unlinked)
@@ -258,17 +259,17 @@ def is_valid(
     per_type: dict[str, int] = {}
     for kind, _ in union:
         per_type[kind] = per_type.get(kind, 0) + 1
-    for kind, count in per_type.items():
-        if count > rules.types[kind].limit:
-            return False
+    over = [k for k, count in per_type.items() if count > rules.types[k].limit]
+    if over:
+        return "limit:" + min(over, key=lambda k: (rules.types[k].priority, k))
     # (b) total identifiers
     if len(union) > rules.max_identifiers:
-        return False
+        return "max_identifiers"
     # (c) merge budget
     if len(matched) >= 2:
         total = sum(profiles[(tenant_id, p)].merges for p in matched) + len(matched) - 1
         if total > rules.max_merges:
-            return False
+            return "merge"
     # (d) no two matched profiles with different values of a single-valued type
     for kind, rule in rules.types.items():
         if rule.limit != 1:
@@ -278,15 +279,55 @@ def is_valid(
             for value in profiles[(tenant_id, profile_id)].identifiers.get(kind, set()):
                 values.add(value)
         if len(values) > 1:
-            return False
-    return True
+            return "merge"
+    return ""
+
+
+def identifier_to_drop(
+    tenant_id: str,
+    identifiers: list[tuple[str, str]],
+    links: dict[tuple[str, str, str], str],
+    rule: str,
+    rules: IdentityRules,
+) -> tuple[str, str]:
+    """Segment Unify: the lowest-priority identifier that causes the broken rule goes, and
+    the event stays where its other identifiers put it.
+
+    The event belongs with its user_id (any single-valued type) when it has one, else with
+    the profile of its strongest linked identifier: the "home". An identifier causes the
+    break when it is not already on the home profile: for a type over its limit, one of that
+    type; for too many identifiers, any; for a merge, a linked one. If none does, a linked
+    identifier off the home profile; failing all, the weakest identifier.
+    """
+
+    def link(ident: tuple[str, str]) -> str | None:
+        return links.get((tenant_id, ident[0], ident[1]))
+
+    single = [i for i in identifiers if rules.types[i[0]].limit == 1]
+    linked = [i for i in identifiers if link(i) is not None]
+    home = single[0] if single else (linked[0] if linked else None)
+    home_profile = link(home) if home is not None else None
+
+    def away(ident: tuple[str, str]) -> bool:
+        return ident != home and (home_profile is None or link(ident) != home_profile)
+
+    weakest_first = list(reversed(identifiers))
+    if rule.startswith("limit:"):
+        causes = [i for i in weakest_first if i[0] == rule[6:] and away(i)]
+    elif rule == "max_identifiers":
+        causes = [i for i in weakest_first if away(i)]
+    else:
+        causes = [i for i in weakest_first if link(i) is not None and away(i)]
+    causes += [i for i in weakest_first if link(i) is not None and away(i)]
+    return causes[0] if causes else identifiers[-1]
 
 
 def expected_identity(events: list[dict], rules: IdentityRules | None = None) -> IdentityOutcome:
     """Resolve `events` (raw docs, in processing order) one by one; the final state.
 
     Per event with identifiers I:
-    1. shrink I from the end until resolving it keeps every limit (empty: resolves to "");
+    1. while resolving I would break a rule, drop the weakest identifier causing it
+       (identifier_to_drop; empty: resolves to "");
     2. no linked profile: a new profile named by I's first identifier, all of I linked;
     3. one linked profile: I's unlinked identifiers linked to it;
     4. several: the winner (has a user_id, then oldest first_seen, then smallest id)
@@ -308,8 +349,12 @@ def expected_identity(events: list[dict], rules: IdentityRules | None = None) ->
         message_id = doc["message_id"]
 
         identifiers = event_identifiers(doc, rules)
-        while identifiers and not is_valid(tenant_id, identifiers, links, profiles, rules):
-            identifiers = identifiers[:-1]
+        while identifiers:
+            rule = broken_rule(tenant_id, identifiers, links, profiles, rules)
+            if not rule:
+                break
+            gone = identifier_to_drop(tenant_id, identifiers, links, rule, rules)
+            identifiers = [i for i in identifiers if i != gone]
         if not identifiers:
             resolved[message_id] = ""
             resolved_by_key[(tenant_id, message_id)] = ""

@@ -168,11 +168,12 @@ def test_shared_device_with_two_user_ids_does_not_merge():
             ev("m3", 3000, device_id="tablet"),
         ]
     )
-    # m2: {u2, tablet, a2} would join u1's profile -> drop a2, then tablet -> {u2} alone
+    # m2: {u2, tablet, a2} would join u1's profile -> drop tablet (the identifier causing it),
+    # keep a2 with u2
     assert out.resolved == {"m1": P_U1, "m2": P_U2, "m3": P_U1}
-    assert out.profiles[(T, P_U2)].identifiers == {"user_id": {"u2"}}
+    assert out.profiles[(T, P_U2)].identifiers == {"user_id": {"u2"}, "anonymous_id": {"a2"}}
     assert out.profiles[(T, P_U1)].identifiers == {"user_id": {"u1"}, "device_id": {"tablet"}}
-    assert (T, "anonymous_id", "a2") not in out.links
+    assert out.links[(T, "anonymous_id", "a2")] == P_U2
     assert out.merges == []
 
 

@@ -577,7 +577,7 @@ class IdentityResolver:
             reason = self._violation(ids, [profiles[p] for p in members], link_of)
             if reason is None:
                 break
-            id_type, value = ids.pop()  # the weakest identifier goes first
+            id_type, value = ids.pop(_drop_index(ids, link_of, reason, self.rules._hard_types))
             dropped.append((id_type, value, reason))
             if not ids:
                 return Resolution("", (), tuple(dropped), ())
@@ -734,6 +734,51 @@ class IdentityResolver:
             tuple(dropped),
             tuple(sorted(linked, key=self.rules.sort_key)),
         )
+
+
+def _drop_index(
+    ids: list[tuple[str, str]],
+    link_of: dict[tuple[str, str], str],
+    reason: str,
+    hard_types: tuple[str, ...],
+) -> int:
+    """Which identifier to drop for a broken rule: the weakest one that causes the break.
+
+    Segment Unify: when a limit would be exceeded, the lowest-priority identifier is dropped
+    and the event stays on its profile. Dropping an identifier that does not cause the break
+    only pushes the event to another profile, so this looks for the weakest cause (`ids` is
+    sorted strongest first, so from the end), measured against the event's anchor: its
+    strongest single-valued identifier (user_id), known or new, when it has one (the person
+    the event names), else its strongest linked identifier (the profile it already is on).
+    Causes, in tiers:
+
+    1. limit:<type>: identifiers of that type not on the anchor's profile (the 6th phone);
+       max_identifiers: any identifier not on it; max_merges / conflict: linked ones not on it;
+    2. linked identifiers not on the anchor's profile (they bring a merge);
+    3. failing both (a profile already over a lowered limit), the weakest identifier.
+    """
+    anchor = next((i for i in ids if i[0] in hard_types), None)
+    if anchor is None:
+        anchor = next((i for i in ids if i in link_of), None)
+    anchor_pid = link_of.get(anchor) if anchor is not None else None
+
+    def off_anchor(ident: tuple[str, str]) -> bool:
+        if ident == anchor:
+            return False
+        return anchor_pid is None or link_of.get(ident) != anchor_pid
+
+    if reason.startswith("limit:"):
+        kind = reason.partition(":")[2]
+        first = lambda i: i[0] == kind and off_anchor(i)  # noqa: E731
+    elif reason == "max_identifiers":
+        first = off_anchor
+    else:
+        first = lambda i: i in link_of and off_anchor(i)  # noqa: E731
+    for test in (first, lambda i: i in link_of and off_anchor(i)):
+        for index in range(len(ids) - 1, -1, -1):
+            if test(ids[index]):
+                return index
+    return len(ids) - 1
 
 
 def _touch(profile: Profile, event_time_ms: int) -> bool:
