@@ -13,7 +13,9 @@ The rules, in short (see `expected_identity` for the step-by-step procedure):
 | email        | 1        | 5     | trim, lower         | `traits.email`, else `context.traits`    |
 | phone        | 2        | 5     | E.164 (region US)   | `traits.phone`, else `context.traits`    |
 | device_id    | 3        | 5     | trim (exact case)   | `context.device_id`                      |
-| anonymous_id | 4        | 5     | trim (exact case)   | `anonymous_id`; alias `previous_id` too  |
+| anonymous_id | 4        | 5     | trim (exact case)   | `anonymous_id`, alias `previous_id` (*)  |
+
+(*) only with `alias="merge_unidentified"`; by default (Segment Unify) alias does not merge.
 
 Blocked values never become identifiers. A profile holds at most 50 identifiers, and a merge
 may not take a profile past 25 merges.
@@ -61,6 +63,9 @@ class IdentityRules:
     types: dict[str, IdentifierRule] = field(default_factory=lambda: dict(DEFAULT_TYPES))
     max_identifiers: int = 50
     max_merges: int = 25
+    # "ignore" (Segment Unify: alias never merges) or "merge_unidentified" (PostHog: the
+    # previous id becomes an anonymous_id identifier of the event)
+    alias: str = "ignore"
 
 
 @dataclass
@@ -140,7 +145,7 @@ def person_field(doc: dict, key: str) -> object:
     return value
 
 
-def raw_identifiers(doc: dict) -> list[tuple[str, object]]:
+def raw_identifiers(doc: dict, alias: str = "ignore") -> list[tuple[str, object]]:
     """(type, raw value) pairs of a doc, before normalization."""
     context = doc.get("context")
     device_id = context.get("device_id") if isinstance(context, dict) else None
@@ -151,7 +156,7 @@ def raw_identifiers(doc: dict) -> list[tuple[str, object]]:
         ("device_id", device_id),
         ("anonymous_id", doc.get("anonymous_id")),
     ]
-    if doc.get("type") == "alias":
+    if alias == "merge_unidentified" and doc.get("type") == "alias":
         pairs.append(("anonymous_id", doc.get("previous_id")))
     return pairs
 
@@ -199,7 +204,7 @@ def event_identifiers(doc: dict, rules: IdentityRules | None = None) -> list[tup
     (priority, type name, value)."""
     rules = rules or IdentityRules()
     found = set()
-    for kind, raw in raw_identifiers(doc):
+    for kind, raw in raw_identifiers(doc, rules.alias):
         if kind not in rules.types:
             continue
         value = normalize(kind, raw)

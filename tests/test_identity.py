@@ -161,7 +161,7 @@ SCENARIOS = [
         },
     ),
     Scenario(
-        "alias ties the previous anonymous id to the user",
+        "alias ties the previous anonymous id to the user (alias: merge_unidentified)",
         [
             ev(1000, anonymous_id="anon-old"),
             ev(2000, "identify", user_id="u1", email="ana@x.com"),
@@ -179,6 +179,7 @@ SCENARIOS = [
             )
         ],
         details={U1: (1000, 3000, 1, [pid("anonymous_id", "anon-old")], "", 3)},
+        rules={"alias": "merge_unidentified"},
     ),
     Scenario(
         "conflicting user_ids are never merged",
@@ -655,6 +656,9 @@ def test_event_order_does_not_change_the_final_partition() -> None:
 # --- extraction ---------------------------------------------------------------------------------
 
 
+MERGE_ALIAS = {"alias": "merge_unidentified"}
+
+
 def test_extract_normalizes_sorts_and_deduplicates() -> None:
     row, _ = ev(
         1000,
@@ -666,7 +670,7 @@ def test_extract_normalizes_sorts_and_deduplicates() -> None:
         anonymous_id="B-anon",
         previous_id=" A-ANON ",
     )
-    assert extract_identifiers(row, IdentityRules.default()) == [
+    assert extract_identifiers(row, IdentityRules.from_mapping(MERGE_ALIAS)) == [
         ("user_id", "u1"),
         ("email", "ana@x.com"),
         ("phone", "+14155552671"),
@@ -677,7 +681,7 @@ def test_extract_normalizes_sorts_and_deduplicates() -> None:
 
 
 def test_extract_previous_id_only_on_alias_and_deduplicated() -> None:
-    rules = IdentityRules.default()
+    rules = IdentityRules.from_mapping(MERGE_ALIAS)
     alias, _ = ev(1000, "alias", user_id="u1", anonymous_id="x1", previous_id=" x1")
     assert extract_identifiers(alias, rules) == [("user_id", "u1"), ("anonymous_id", "x1")]
     track, _ = ev(1000, user_id="u1", previous_id="x1")
@@ -685,7 +689,7 @@ def test_extract_previous_id_only_on_alias_and_deduplicated() -> None:
 
 
 def test_extract_previous_id_type_is_configurable() -> None:
-    rules = IdentityRules.from_mapping({"alias_previous_id_type": "device_id"})
+    rules = IdentityRules.from_mapping({"alias_previous_id_type": "device_id", **MERGE_ALIAS})
     row, _ = ev(1000, "alias", user_id="u1", previous_id="Dev-1")
     assert extract_identifiers(row, rules) == [("user_id", "u1"), ("device_id", "Dev-1")]
 
@@ -796,6 +800,7 @@ def test_default_rules() -> None:
     ]
     assert (rules.max_identifiers, rules.max_merges) == (50, 25)
     assert (rules.alias_previous_id_type, rules.default_phone_region) == ("anonymous_id", "US")
+    assert rules.alias == "ignore"
 
 
 def test_overrides_change_priority_order() -> None:
@@ -863,6 +868,7 @@ def test_overrides_change_priority_order() -> None:
             {"alias_previous_id_type": "cookie"},
             "identity.alias_previous_id_type: must be an identifier type",
         ),
+        ({"alias": "merge"}, "identity.alias: must be one of ignore, merge_unidentified"),
         (
             {"default_phone_region": "XX"},
             "identity.default_phone_region: must be a two-letter region",
@@ -1126,3 +1132,66 @@ def test_limit_rules_are_order_independent(
     assert len(assert_order_independent(events, IdentityRules.from_mapping(rules), ignore)) == (
         2 if name.startswith("two") else 1
     )
+
+
+# Segment Unify: "alias calls are not used to merge profiles" (the default, alias: ignore).
+# PostHog: alias merges the previous id's person into the user's only while the previous id's
+# person is not identified (alias: merge_unidentified).
+ALIAS_EVENTS = [
+    ev(1, anonymous_id="anon-old"),
+    ev(2, "identify", user_id="u1", email="ana@x.com"),
+    ev(3, "alias", user_id="u1", previous_id="anon-old"),
+]
+ALIAS_IDENTIFIED = [
+    ev(1, "identify", user_id="u1", anonymous_id="anon-1"),
+    ev(2, "identify", user_id="u2", anonymous_id="anon-2"),
+    ev(3, "alias", user_id="u2", previous_id="anon-1"),  # anon-1's person is identified
+]
+ALIAS_CASES = [
+    (
+        "ignore: alias does not merge",
+        {},
+        ALIAS_EVENTS,
+        {
+            frozenset({("anonymous_id", "anon-old")}),
+            frozenset({("user_id", "u1"), ("email", "ana@x.com")}),
+        },
+    ),
+    (
+        "merge_unidentified: an anonymous profile joins the user",
+        MERGE_ALIAS,
+        ALIAS_EVENTS,
+        {frozenset({("anonymous_id", "anon-old"), ("user_id", "u1"), ("email", "ana@x.com")})},
+    ),
+    (
+        "merge_unidentified: two identified profiles stay apart",
+        MERGE_ALIAS,
+        ALIAS_IDENTIFIED,
+        {
+            frozenset({("user_id", "u1"), ("anonymous_id", "anon-1")}),
+            frozenset({("user_id", "u2"), ("anonymous_id", "anon-2")}),
+        },
+    ),
+    (
+        "ignore: two identified profiles stay apart",
+        {},
+        ALIAS_IDENTIFIED,
+        {
+            frozenset({("user_id", "u1"), ("anonymous_id", "anon-1")}),
+            frozenset({("user_id", "u2"), ("anonymous_id", "anon-2")}),
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "rules", "events", "want"), ALIAS_CASES, ids=[c[0] for c in ALIAS_CASES]
+)
+def test_alias_semantics(name: str, rules: dict, events: list, want: set) -> None:
+    compiled = IdentityRules.from_mapping(rules)
+    if name == "merge_unidentified: two identified profiles stay apart":
+        # PostHog decides at alias time: had the alias come before anon-1 was identified,
+        # anon-1 would have joined u2. The docs make this order-dependent, so one order only.
+        assert partition(events, compiled) == want
+    else:
+        assert assert_order_independent(events, compiled) == want

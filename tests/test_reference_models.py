@@ -91,13 +91,16 @@ def test_context_traits_and_alias_previous_id():
         anonymous_id="a2",
         context={"device_id": "D1", "traits": {"email": "X@Y.example"}},
     )
-    assert event_identifiers(doc) == [
+    merge_alias = IdentityRules(alias="merge_unidentified")
+    assert event_identifiers(doc, merge_alias) == [
         ("user_id", "u1"),
         ("email", "x@y.example"),
         ("device_id", "D1"),  # ids are exact; only emails are lower-cased
         ("anonymous_id", "Prev-9"),
         ("anonymous_id", "a2"),
     ]
+    # by default (Segment Unify) alias does not merge: previous_id is no identifier
+    assert ("anonymous_id", "Prev-9") not in event_identifiers(doc)
     # traits.email wins over context.traits.email
     doc["traits"] = {"email": "first@y.example"}
     assert ("email", "first@y.example") in event_identifiers(doc)
@@ -267,9 +270,14 @@ def test_e164(raw, want):
 def test_identifier_order_and_dedup():
     doc = ev("m1", 1000, user_id="U", anonymous_id="X", previous_id=" X", device_id="X")
     doc["type"] = "alias"
-    assert event_identifiers(doc) == [("user_id", "U"), ("device_id", "X"), ("anonymous_id", "X")]
+    merge_alias = IdentityRules(alias="merge_unidentified")
+    assert event_identifiers(doc, merge_alias) == [
+        ("user_id", "U"),
+        ("device_id", "X"),
+        ("anonymous_id", "X"),
+    ]
     doc["previous_id"] = "x"  # case differs: a different anonymous id
-    assert event_identifiers(doc)[2:] == [("anonymous_id", "X"), ("anonymous_id", "x")]
+    assert event_identifiers(doc, merge_alias)[2:] == [("anonymous_id", "X"), ("anonymous_id", "x")]
 
 
 # --- enrichment ---------------------------------------------------------------------------------

@@ -35,6 +35,10 @@ from udfs.identity_rules import DEFAULT_BLOCKED, compile_patterns, is_blocked
 TIDEMARK_NAMESPACE = uuid.UUID("6f1d5c1e-3f7a-4b61-9a54-2d0c7e1a8b90")
 
 NORMALIZERS = ("trim", "lower", "e164")
+#: What an alias event's previous_id does. "ignore" (Segment Unify: alias calls do not merge
+#: profiles) or "merge_unidentified" (PostHog: the previous id joins the user's profile, and
+#: two identified profiles, each with its own user_id, are never merged by it).
+ALIAS_MODES = ("ignore", "merge_unidentified")
 #: Row columns a type may read directly; anything else is a path into a JSON column.
 ROW_COLUMNS = ("user_id", "email", "phone", "device_id", "anonymous_id")
 JSON_COLUMNS = ("traits", "properties", "context")
@@ -99,6 +103,7 @@ class IdentityRules:
     max_identifiers: int = 50
     max_merges: int = 25
     alias_previous_id_type: str = "anonymous_id"
+    alias: str = "ignore"  # one of ALIAS_MODES
     default_phone_region: str = "US"
     # Derived in __post_init__: lookups the hot path needs precomputed.
     _plans: tuple[_Plan, ...] = field(init=False, repr=False, compare=False)
@@ -112,6 +117,8 @@ class IdentityRules:
         names = {t.name for t in types}
         if len(names) != len(types):
             raise ValueError("identity.types: duplicate type names")
+        if self.alias not in ALIAS_MODES:
+            raise ValueError(f"identity.alias: must be one of {', '.join(ALIAS_MODES)}")
         if self.alias_previous_id_type not in names:
             raise ValueError(
                 f"identity.alias_previous_id_type: unknown type {self.alias_previous_id_type!r}"
@@ -164,6 +171,7 @@ _RULE_KEYS = (
     "blocked_by_type",
     "max_identifiers",
     "max_merges",
+    "alias",
     "alias_previous_id_type",
     "default_phone_region",
 )
@@ -283,6 +291,9 @@ def _rules_from_mapping(mapping: Mapping[str, Any]) -> IdentityRules:
             f"identity.alias_previous_id_type: must be an identifier type"
             f" ({', '.join(sorted(types))}), got {alias_type!r}"
         )
+    alias = mapping.get("alias", "ignore")
+    if alias not in ALIAS_MODES:
+        raise ValueError(f"identity.alias: must be one of {', '.join(ALIAS_MODES)}, got {alias!r}")
     region = mapping.get("default_phone_region", "US")
     if not isinstance(region, str) or region.upper() not in phonenumbers.SUPPORTED_REGIONS:
         raise ValueError(
@@ -297,6 +308,7 @@ def _rules_from_mapping(mapping: Mapping[str, Any]) -> IdentityRules:
         max_identifiers=_int(mapping.get("max_identifiers", 50), "identity.max_identifiers", 1),
         max_merges=_int(mapping.get("max_merges", 25), "identity.max_merges", 0),
         alias_previous_id_type=alias_type,
+        alias=alias,
         default_phone_region=region.upper(),
     )
 
@@ -386,8 +398,9 @@ def extract_identifiers(row: Mapping[str, Any], rules: IdentityRules) -> list[tu
             value = _normalized(raw, plan, region)
             if value is not None:
                 found.append((plan.name, value))
-    if row.get("type") == "alias":
-        # Alias ties the previous (usually anonymous) id to the user: it is an identifier too.
+    if rules.alias != "ignore" and row.get("type") == "alias":
+        # merge_unidentified: the previous (usually anonymous) id is an identifier too; the
+        # resolver's "never two user_ids" rule keeps it from merging two identified people.
         value = _normalized(row.get("previous_id"), rules._alias_plan, region)
         if value is not None:
             extra = (rules._alias_plan.name, value)
