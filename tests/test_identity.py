@@ -14,6 +14,7 @@ import pickle
 import re
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -1195,3 +1196,17 @@ def test_alias_semantics(name: str, rules: dict, events: list, want: set) -> Non
         assert partition(events, compiled) == want
     else:
         assert assert_order_independent(events, compiled) == want
+
+
+def test_the_readme_settings_example_loads_and_blocks() -> None:
+    """The README's Segment-settings example is valid config and does what its table says."""
+    from ruamel.yaml import YAML  # the settings loader's parser
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("is written\n\n```yaml\n", 1)[1].split("```", 1)[0]
+    rules = IdentityRules.from_mapping(YAML(typ="safe").load(block)["identity"]["rules"])
+    row, _ = ev(1, user_id="u1", email="x@mailinator.com", anonymous_id="a1")
+    assert extract_identifiers(row, rules) == [("user_id", "u1"), ("anonymous_id", "a1")]
+    row, _ = ev(1, email="Test@Example.com", phone="+14155550100")
+    assert extract_identifiers(row, rules) == [("phone", "+14155550100")]
+    assert next(t.limit for t in rules.types if t.name == "phone") == 3
