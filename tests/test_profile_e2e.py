@@ -54,7 +54,6 @@ def test_profiles_enrichment_and_allocations_exact_after_taskmanager_kill(stack_
         count=COUNT,
         extra_overrides=[
             f"enrichment.dimensions_dir={dims}",
-            "enrichment.changelog_poll_interval_ms=200",
             "windows.allowed_lateness_ms=60000",
         ],
     )
