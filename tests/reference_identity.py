@@ -12,8 +12,10 @@ The rules, in short (see `expected_identity` for the step-by-step procedure):
 | user_id      | 0        | 1     | trim                | `user_id`                                |
 | email        | 1        | 5     | trim, lower         | `traits.email`, else `context.traits`    |
 | phone        | 2        | 5     | E.164 (region US)   | `traits.phone`, else `context.traits`    |
-| device_id    | 3        | 5     | trim, lower         | `context.device_id`                      |
-| anonymous_id | 4        | 5     | trim, lower         | `anonymous_id`; alias `previous_id` too  |
+| device_id    | 3        | 5     | trim (exact case)   | `context.device_id`                      |
+| anonymous_id | 4        | 5     | trim (exact case)   | `anonymous_id`, alias `previous_id` (*)  |
+
+(*) only with `alias="merge_unidentified"`; by default (Segment Unify) alias does not merge.
 
 Blocked values never become identifiers. A profile holds at most 50 identifiers, and a merge
 may not take a profile past 25 merges.
@@ -28,9 +30,16 @@ from typing import NamedTuple
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PROFILE_NAMESPACE = uuid.UUID("6f1d5c1e-3f7a-4b61-9a54-2d0c7e1a8b90")
+# PostHog's documented illegal distinct ids, compared case-insensitively, plus tidemark's
+# older placeholders ("", "-1", "nil", "n/a", "unknown").
 BLOCKED_VALUES = frozenset(
-    ["", "null", "undefined", "anonymous", "0", "-1", "none", "nil", "n/a", "unknown"]
-)
+    v.lower()
+    for v in [
+        "anonymous", "guest", "distinctid", "distinct_id", "id", "not_authenticated", "email",
+        "undefined", "true", "false", "[object Object]", "NaN", "None", "none", "null", "0",
+        "", "-1", "nil", "n/a", "unknown",
+    ]
+)  # fmt: skip
 
 
 class IdentifierRule(NamedTuple):
@@ -54,6 +63,9 @@ class IdentityRules:
     types: dict[str, IdentifierRule] = field(default_factory=lambda: dict(DEFAULT_TYPES))
     max_identifiers: int = 50
     max_merges: int = 25
+    # "ignore" (Segment Unify: alias never merges) or "merge_unidentified" (PostHog: the
+    # previous id becomes an anonymous_id identifier of the event)
+    alias: str = "ignore"
 
 
 @dataclass
@@ -133,7 +145,7 @@ def person_field(doc: dict, key: str) -> object:
     return value
 
 
-def raw_identifiers(doc: dict) -> list[tuple[str, object]]:
+def raw_identifiers(doc: dict, alias: str = "ignore") -> list[tuple[str, object]]:
     """(type, raw value) pairs of a doc, before normalization."""
     context = doc.get("context")
     device_id = context.get("device_id") if isinstance(context, dict) else None
@@ -144,7 +156,7 @@ def raw_identifiers(doc: dict) -> list[tuple[str, object]]:
         ("device_id", device_id),
         ("anonymous_id", doc.get("anonymous_id")),
     ]
-    if doc.get("type") == "alias":
+    if alias == "merge_unidentified" and doc.get("type") == "alias":
         pairs.append(("anonymous_id", doc.get("previous_id")))
     return pairs
 
@@ -171,17 +183,20 @@ def normalize(kind: str, value: object) -> str:
     """The normalized value of one identifier; "" when it has none."""
     if not isinstance(value, str):
         return ""
-    if kind == "user_id":
-        return value.strip()
-    if kind == "phone":
-        return e164(value)
+    if kind != "email":  # ids are exact; only emails are case-folded (Segment, PostHog)
+        return value.strip() if kind != "phone" else e164(value)
     return value.strip().lower()
 
 
 def is_blocked(value: str) -> bool:
-    if value.lower() in BLOCKED_VALUES:
-        return True
-    return all(char in "0-" for char in value)  # also true for ""
+    """A listed junk value or an all-zero id, bare or inside one pair of quotes ('null')."""
+    candidates = [value]
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        candidates.append(value[1:-1].strip())
+    for candidate in candidates:
+        if candidate.lower() in BLOCKED_VALUES or all(char in "0-" for char in candidate):
+            return True
+    return False
 
 
 def event_identifiers(doc: dict, rules: IdentityRules | None = None) -> list[tuple[str, str]]:
@@ -189,7 +204,7 @@ def event_identifiers(doc: dict, rules: IdentityRules | None = None) -> list[tup
     (priority, type name, value)."""
     rules = rules or IdentityRules()
     found = set()
-    for kind, raw in raw_identifiers(doc):
+    for kind, raw in raw_identifiers(doc, rules.alias):
         if kind not in rules.types:
             continue
         value = normalize(kind, raw)
@@ -228,14 +243,15 @@ def split_linked(
     return matched, unlinked
 
 
-def is_valid(
+def broken_rule(
     tenant_id: str,
     identifiers: list[tuple[str, str]],
     links: dict[tuple[str, str, str], str],
     profiles: dict[tuple[str, str], Profile],
     rules: IdentityRules,
-) -> bool:
-    """Whether resolving these identifiers together keeps every limit."""
+) -> str:
+    """The rule resolving these identifiers together would break ("" when none):
+    "limit:<type>", "max_identifiers" or "merge" (max_merges, or two single-valued ids)."""
     matched, unlinked = split_linked(tenant_id, identifiers, links)
 
     union = set(unlinked)
@@ -248,17 +264,17 @@ def is_valid(
     per_type: dict[str, int] = {}
     for kind, _ in union:
         per_type[kind] = per_type.get(kind, 0) + 1
-    for kind, count in per_type.items():
-        if count > rules.types[kind].limit:
-            return False
+    over = [k for k, count in per_type.items() if count > rules.types[k].limit]
+    if over:
+        return "limit:" + min(over, key=lambda k: (rules.types[k].priority, k))
     # (b) total identifiers
     if len(union) > rules.max_identifiers:
-        return False
+        return "max_identifiers"
     # (c) merge budget
     if len(matched) >= 2:
         total = sum(profiles[(tenant_id, p)].merges for p in matched) + len(matched) - 1
         if total > rules.max_merges:
-            return False
+            return "merge"
     # (d) no two matched profiles with different values of a single-valued type
     for kind, rule in rules.types.items():
         if rule.limit != 1:
@@ -268,15 +284,55 @@ def is_valid(
             for value in profiles[(tenant_id, profile_id)].identifiers.get(kind, set()):
                 values.add(value)
         if len(values) > 1:
-            return False
-    return True
+            return "merge"
+    return ""
+
+
+def identifier_to_drop(
+    tenant_id: str,
+    identifiers: list[tuple[str, str]],
+    links: dict[tuple[str, str, str], str],
+    rule: str,
+    rules: IdentityRules,
+) -> tuple[str, str]:
+    """Segment Unify: the lowest-priority identifier that causes the broken rule goes, and
+    the event stays where its other identifiers put it.
+
+    The event belongs with its user_id (any single-valued type) when it has one, else with
+    the profile of its strongest linked identifier: the "home". An identifier causes the
+    break when it is not already on the home profile: for a type over its limit, one of that
+    type; for too many identifiers, any; for a merge, a linked one. If none does, a linked
+    identifier off the home profile; failing all, the weakest identifier.
+    """
+
+    def link(ident: tuple[str, str]) -> str | None:
+        return links.get((tenant_id, ident[0], ident[1]))
+
+    single = [i for i in identifiers if rules.types[i[0]].limit == 1]
+    linked = [i for i in identifiers if link(i) is not None]
+    home = single[0] if single else (linked[0] if linked else None)
+    home_profile = link(home) if home is not None else None
+
+    def away(ident: tuple[str, str]) -> bool:
+        return ident != home and (home_profile is None or link(ident) != home_profile)
+
+    weakest_first = list(reversed(identifiers))
+    if rule.startswith("limit:"):
+        causes = [i for i in weakest_first if i[0] == rule[6:] and away(i)]
+    elif rule == "max_identifiers":
+        causes = [i for i in weakest_first if away(i)]
+    else:
+        causes = [i for i in weakest_first if link(i) is not None and away(i)]
+    causes += [i for i in weakest_first if link(i) is not None and away(i)]
+    return causes[0] if causes else identifiers[-1]
 
 
 def expected_identity(events: list[dict], rules: IdentityRules | None = None) -> IdentityOutcome:
     """Resolve `events` (raw docs, in processing order) one by one; the final state.
 
     Per event with identifiers I:
-    1. shrink I from the end until resolving it keeps every limit (empty: resolves to "");
+    1. while resolving I would break a rule, drop the weakest identifier causing it
+       (identifier_to_drop; empty: resolves to "");
     2. no linked profile: a new profile named by I's first identifier, all of I linked;
     3. one linked profile: I's unlinked identifiers linked to it;
     4. several: the winner (has a user_id, then oldest first_seen, then smallest id)
@@ -298,8 +354,12 @@ def expected_identity(events: list[dict], rules: IdentityRules | None = None) ->
         message_id = doc["message_id"]
 
         identifiers = event_identifiers(doc, rules)
-        while identifiers and not is_valid(tenant_id, identifiers, links, profiles, rules):
-            identifiers = identifiers[:-1]
+        while identifiers:
+            rule = broken_rule(tenant_id, identifiers, links, profiles, rules)
+            if not rule:
+                break
+            gone = identifier_to_drop(tenant_id, identifiers, links, rule, rules)
+            identifiers = [i for i in identifiers if i != gone]
         if not identifiers:
             resolved[message_id] = ""
             resolved_by_key[(tenant_id, message_id)] = ""

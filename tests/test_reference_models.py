@@ -49,7 +49,7 @@ def ev(message_id: str, ts: object, kind: str = "track", **fields: object) -> di
 def test_anonymous_then_identify():
     out = expected_identity(
         [
-            ev("m1", "1970-01-01T00:00:01.000Z", anonymous_id=" ANON-1 "),
+            ev("m1", "1970-01-01T00:00:01.000Z", anonymous_id=" anon-1 "),  # trimmed, case kept
             ev(
                 "m2",
                 3000,
@@ -91,13 +91,16 @@ def test_context_traits_and_alias_previous_id():
         anonymous_id="a2",
         context={"device_id": "D1", "traits": {"email": "X@Y.example"}},
     )
-    assert event_identifiers(doc) == [
+    merge_alias = IdentityRules(alias="merge_unidentified")
+    assert event_identifiers(doc, merge_alias) == [
         ("user_id", "u1"),
         ("email", "x@y.example"),
-        ("device_id", "d1"),
+        ("device_id", "D1"),  # ids are exact; only emails are lower-cased
+        ("anonymous_id", "Prev-9"),
         ("anonymous_id", "a2"),
-        ("anonymous_id", "prev-9"),
     ]
+    # by default (Segment Unify) alias does not merge: previous_id is no identifier
+    assert ("anonymous_id", "Prev-9") not in event_identifiers(doc)
     # traits.email wins over context.traits.email
     doc["traits"] = {"email": "first@y.example"}
     assert ("email", "first@y.example") in event_identifiers(doc)
@@ -106,7 +109,7 @@ def test_context_traits_and_alias_previous_id():
 def test_two_devices_then_login_merges_into_the_user_profile():
     out = expected_identity(
         [
-            ev("m1", 1000, anonymous_id="a1", device_id="D1"),
+            ev("m1", 1000, anonymous_id="a1", device_id="d1"),
             ev("m2", 2000, anonymous_id="a2", device_id="d2"),
             ev("m3", 3000, "identify", user_id="u1", anonymous_id="a2", device_id="d2"),
             ev("m4", 4000, user_id="u1", anonymous_id="a1", device_id="d1"),
@@ -168,11 +171,12 @@ def test_shared_device_with_two_user_ids_does_not_merge():
             ev("m3", 3000, device_id="tablet"),
         ]
     )
-    # m2: {u2, tablet, a2} would join u1's profile -> drop a2, then tablet -> {u2} alone
+    # m2: {u2, tablet, a2} would join u1's profile -> drop tablet (the identifier causing it),
+    # keep a2 with u2
     assert out.resolved == {"m1": P_U1, "m2": P_U2, "m3": P_U1}
-    assert out.profiles[(T, P_U2)].identifiers == {"user_id": {"u2"}}
+    assert out.profiles[(T, P_U2)].identifiers == {"user_id": {"u2"}, "anonymous_id": {"a2"}}
     assert out.profiles[(T, P_U1)].identifiers == {"user_id": {"u1"}, "device_id": {"tablet"}}
-    assert (T, "anonymous_id", "a2") not in out.links
+    assert out.links[(T, "anonymous_id", "a2")] == P_U2
     assert out.merges == []
 
 
@@ -264,9 +268,16 @@ def test_e164(raw, want):
 
 
 def test_identifier_order_and_dedup():
-    doc = ev("m1", 1000, user_id="U", anonymous_id="X", previous_id="x", device_id="X")
+    doc = ev("m1", 1000, user_id="U", anonymous_id="X", previous_id=" X", device_id="X")
     doc["type"] = "alias"
-    assert event_identifiers(doc) == [("user_id", "U"), ("device_id", "x"), ("anonymous_id", "x")]
+    merge_alias = IdentityRules(alias="merge_unidentified")
+    assert event_identifiers(doc, merge_alias) == [
+        ("user_id", "U"),
+        ("device_id", "X"),
+        ("anonymous_id", "X"),
+    ]
+    doc["previous_id"] = "x"  # case differs: a different anonymous id
+    assert event_identifiers(doc, merge_alias)[2:] == [("anonymous_id", "X"), ("anonymous_id", "x")]
 
 
 # --- enrichment ---------------------------------------------------------------------------------

@@ -352,9 +352,14 @@ def _check_identity_rules(rules: dict[str, Any]) -> None:
     try:
         IdentityRules.from_mapping(rules)
     except ValueError as exc:
-        raise ConfigError(
-            str(exc) if str(exc).startswith("identity.") else f"identity.rules: {exc}"
-        ) from exc
+        # The engine names keys inside the rules section ("identity.max_merges"); the user
+        # wrote them under identity.rules, so name the key as it appears in the settings.
+        message = str(exc)
+        if message.startswith("identity."):
+            message = "identity.rules." + message.removeprefix("identity.")
+        else:
+            message = f"identity.rules: {message}"
+        raise ConfigError(message) from exc
 
 
 def _check_windows(cfg: Config) -> None:

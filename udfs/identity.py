@@ -20,6 +20,7 @@ columns are parsed only when a configured custom type needs them.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,17 +29,19 @@ from typing import Any, Protocol
 import orjson
 import phonenumbers
 
+from udfs.identity_rules import DEFAULT_BLOCKED, compile_patterns, is_blocked
+
 #: Namespace of the uuid5 profile ids, so an id is a pure function of tenant and identifier.
 TIDEMARK_NAMESPACE = uuid.UUID("6f1d5c1e-3f7a-4b61-9a54-2d0c7e1a8b90")
 
 NORMALIZERS = ("trim", "lower", "e164")
+#: What an alias event's previous_id does. "ignore" (Segment Unify: alias calls do not merge
+#: profiles) or "merge_unidentified" (PostHog: the previous id joins the user's profile, and
+#: two identified profiles, each with its own user_id, are never merged by it).
+ALIAS_MODES = ("ignore", "merge_unidentified")
 #: Row columns a type may read directly; anything else is a path into a JSON column.
 ROW_COLUMNS = ("user_id", "email", "phone", "device_id", "anonymous_id")
 JSON_COLUMNS = ("traits", "properties", "context")
-#: Values that mean "no identity" in real SDK traffic, compared case-insensitively.
-DEFAULT_BLOCKED = frozenset(
-    {"", "null", "undefined", "anonymous", "0", "-1", "none", "nil", "n/a", "unknown"}
-)
 _PROFILE_FORMAT = 1  # first element of Profile.to_bytes, so the layout can evolve
 _UNKNOWN_PRIORITY = 1 << 30  # a type a profile holds but the rules no longer define
 _E164_MEMO_SIZE = 4096
@@ -67,8 +70,10 @@ DEFAULT_TYPES = (
     IdentifierType("user_id", 0, 1, ("trim",), "user_id"),
     IdentifierType("email", 1, 5, ("trim", "lower"), "email"),
     IdentifierType("phone", 2, 5, ("e164",), "phone"),
-    IdentifierType("device_id", 3, 5, ("trim", "lower"), "device_id"),
-    IdentifierType("anonymous_id", 4, 5, ("trim", "lower"), "anonymous_id"),
+    # Device and anonymous ids are exact (only surrounding blanks trimmed): SDKs generate
+    # them, so 'ABC' and 'abc' are two devices, and lower-casing them merged strangers.
+    IdentifierType("device_id", 3, 5, ("trim",), "device_id"),
+    IdentifierType("anonymous_id", 4, 5, ("trim",), "anonymous_id"),
 )
 
 
@@ -81,6 +86,7 @@ class _Plan:
     path: tuple[str, ...]  # keys inside the parsed JSON column; () for a plain column
     ops: tuple[str, ...]
     blocked: frozenset[str]
+    patterns: tuple[re.Pattern[str], ...]
 
 
 @dataclass(frozen=True)
@@ -92,10 +98,12 @@ class IdentityRules:
 
     types: tuple[IdentifierType, ...] = DEFAULT_TYPES
     blocked: frozenset[str] = DEFAULT_BLOCKED  # global, lower-case
+    blocked_patterns: tuple[re.Pattern[str], ...] = ()  # full-match, global
     blocked_by_type: dict[str, frozenset[str]] = field(default_factory=dict, hash=False)
     max_identifiers: int = 50
     max_merges: int = 25
     alias_previous_id_type: str = "anonymous_id"
+    alias: str = "ignore"  # one of ALIAS_MODES
     default_phone_region: str = "US"
     # Derived in __post_init__: lookups the hot path needs precomputed.
     _plans: tuple[_Plan, ...] = field(init=False, repr=False, compare=False)
@@ -109,6 +117,8 @@ class IdentityRules:
         names = {t.name for t in types}
         if len(names) != len(types):
             raise ValueError("identity.types: duplicate type names")
+        if self.alias not in ALIAS_MODES:
+            raise ValueError(f"identity.alias: must be one of {', '.join(ALIAS_MODES)}")
         if self.alias_previous_id_type not in names:
             raise ValueError(
                 f"identity.alias_previous_id_type: unknown type {self.alias_previous_id_type!r}"
@@ -128,13 +138,14 @@ class IdentityRules:
     def _compile(self, t: IdentifierType) -> _Plan:
         blocked = self.blocked | self.blocked_by_type.get(t.name, frozenset())
         if t.source in ROW_COLUMNS:
-            return _Plan(t.name, t.source, (), t.normalize, blocked)
+            return _Plan(t.name, t.source, (), t.normalize, blocked, self.blocked_patterns)
         column, *path = t.source.split(".")
-        return _Plan(t.name, column, tuple(path), t.normalize, blocked)
+        return _Plan(t.name, column, tuple(path), t.normalize, blocked, self.blocked_patterns)
 
     @classmethod
     def default(cls) -> IdentityRules:
-        """The built-in rules: DEFAULT_TYPES, DEFAULT_BLOCKED, 50 identifiers, 25 merges."""
+        """The built-in rules: DEFAULT_TYPES, DEFAULT_BLOCKED (PostHog's illegal ids and a few
+        placeholders), 50 identifiers, 25 merges."""
         return cls()
 
     @classmethod
@@ -155,9 +166,12 @@ class IdentityRules:
 _RULE_KEYS = (
     "types",
     "blocked",
+    "blocked_defaults",
+    "blocked_patterns",
     "blocked_by_type",
     "max_identifiers",
     "max_merges",
+    "alias",
     "alias_previous_id_type",
     "default_phone_region",
 )
@@ -257,7 +271,11 @@ def _rules_from_mapping(mapping: Mapping[str, Any]) -> IdentityRules:
                 " starting with a letter"
             )
         types[name] = _identifier_type(name, spec, types.get(name))
-    blocked = set(DEFAULT_BLOCKED)
+    defaults = mapping.get("blocked_defaults", True)
+    if defaults.__class__ is not bool:
+        raise ValueError(f"identity.blocked_defaults: must be true or false, got {defaults!r}")
+    blocked = set(DEFAULT_BLOCKED) if defaults else set()
+    patterns = compile_patterns(mapping.get("blocked_patterns", []), "identity.blocked_patterns")
     if "blocked" in mapping:
         blocked.update(v.lower() for v in _strings(mapping["blocked"], "identity.blocked"))
     by_type: dict[str, frozenset[str]] = {}
@@ -273,6 +291,9 @@ def _rules_from_mapping(mapping: Mapping[str, Any]) -> IdentityRules:
             f"identity.alias_previous_id_type: must be an identifier type"
             f" ({', '.join(sorted(types))}), got {alias_type!r}"
         )
+    alias = mapping.get("alias", "ignore")
+    if alias not in ALIAS_MODES:
+        raise ValueError(f"identity.alias: must be one of {', '.join(ALIAS_MODES)}, got {alias!r}")
     region = mapping.get("default_phone_region", "US")
     if not isinstance(region, str) or region.upper() not in phonenumbers.SUPPORTED_REGIONS:
         raise ValueError(
@@ -282,10 +303,12 @@ def _rules_from_mapping(mapping: Mapping[str, Any]) -> IdentityRules:
     return IdentityRules(
         types=tuple(types.values()),
         blocked=frozenset(blocked),
+        blocked_patterns=patterns,
         blocked_by_type=by_type,
         max_identifiers=_int(mapping.get("max_identifiers", 50), "identity.max_identifiers", 1),
         max_merges=_int(mapping.get("max_merges", 25), "identity.max_merges", 0),
         alias_previous_id_type=alias_type,
+        alias=alias,
         default_phone_region=region.upper(),
     )
 
@@ -339,8 +362,8 @@ def _normalized(raw: Any, plan: _Plan, region: str) -> str | None:
             value = _e164(value, region)
             if value is None:
                 return None
-    # Blocked: the listed junk values, and ids made only of zeros and dashes (all-zero UUIDs).
-    if not value.strip("0-") or value.lower() in plan.blocked:
+    # Blocked: the listed junk values (bare or quoted), patterns, all-zero ids.
+    if is_blocked(value, plan.blocked, plan.patterns):
         return None
     return value
 
@@ -375,8 +398,9 @@ def extract_identifiers(row: Mapping[str, Any], rules: IdentityRules) -> list[tu
             value = _normalized(raw, plan, region)
             if value is not None:
                 found.append((plan.name, value))
-    if row.get("type") == "alias":
-        # Alias ties the previous (usually anonymous) id to the user: it is an identifier too.
+    if rules.alias != "ignore" and row.get("type") == "alias":
+        # merge_unidentified: the previous (usually anonymous) id is an identifier too; the
+        # resolver's "never two user_ids" rule keeps it from merging two identified people.
         value = _normalized(row.get("previous_id"), rules._alias_plan, region)
         if value is not None:
             extra = (rules._alias_plan.name, value)
@@ -566,7 +590,7 @@ class IdentityResolver:
             reason = self._violation(ids, [profiles[p] for p in members], link_of)
             if reason is None:
                 break
-            id_type, value = ids.pop()  # the weakest identifier goes first
+            id_type, value = ids.pop(_drop_index(ids, link_of, reason, self.rules._hard_types))
             dropped.append((id_type, value, reason))
             if not ids:
                 return Resolution("", (), tuple(dropped), ())
@@ -723,6 +747,51 @@ class IdentityResolver:
             tuple(dropped),
             tuple(sorted(linked, key=self.rules.sort_key)),
         )
+
+
+def _drop_index(
+    ids: list[tuple[str, str]],
+    link_of: dict[tuple[str, str], str],
+    reason: str,
+    hard_types: tuple[str, ...],
+) -> int:
+    """Which identifier to drop for a broken rule: the weakest one that causes the break.
+
+    Segment Unify: when a limit would be exceeded, the lowest-priority identifier is dropped
+    and the event stays on its profile. Dropping an identifier that does not cause the break
+    only pushes the event to another profile, so this looks for the weakest cause (`ids` is
+    sorted strongest first, so from the end), measured against the event's anchor: its
+    strongest single-valued identifier (user_id), known or new, when it has one (the person
+    the event names), else its strongest linked identifier (the profile it already is on).
+    Causes, in tiers:
+
+    1. limit:<type>: identifiers of that type not on the anchor's profile (the 6th phone);
+       max_identifiers: any identifier not on it; max_merges / conflict: linked ones not on it;
+    2. linked identifiers not on the anchor's profile (they bring a merge);
+    3. failing both (a profile already over a lowered limit), the weakest identifier.
+    """
+    anchor = next((i for i in ids if i[0] in hard_types), None)
+    if anchor is None:
+        anchor = next((i for i in ids if i in link_of), None)
+    anchor_pid = link_of.get(anchor) if anchor is not None else None
+
+    def off_anchor(ident: tuple[str, str]) -> bool:
+        if ident == anchor:
+            return False
+        return anchor_pid is None or link_of.get(ident) != anchor_pid
+
+    if reason.startswith("limit:"):
+        kind = reason.partition(":")[2]
+        first = lambda i: i[0] == kind and off_anchor(i)  # noqa: E731
+    elif reason == "max_identifiers":
+        first = off_anchor
+    else:
+        first = lambda i: i in link_of and off_anchor(i)  # noqa: E731
+    for test in (first, lambda i: i in link_of and off_anchor(i)):
+        for index in range(len(ids) - 1, -1, -1):
+            if test(ids[index]):
+                return index
+    return len(ids) - 1
 
 
 def _touch(profile: Profile, event_time_ms: int) -> bool:
