@@ -347,7 +347,13 @@ def start_taskmanager(cfg: Config) -> int:
         raise StackError(f"{NAME} is not running: run `tidemark stack up flink` first")
     before, known = set(taskmanager_pids(cfg)), taskmanager_ids(cfg)
     _run_script(cfg, "taskmanager.sh", "start")
+    # The script backgrounds the JVM and returns: under load the new process can take a
+    # moment to show up as a TaskManager JVM (it is a shell until it execs java).
+    deadline = time.monotonic() + 15
     new = sorted(set(taskmanager_pids(cfg)) - before)
+    while not new and time.monotonic() < deadline:
+        time.sleep(0.2)
+        new = sorted(set(taskmanager_pids(cfg)) - before)
     if not new:
         raise StackError(f"taskmanager.sh start launched no TaskManager:\n{_log_report(cfg)}")
     _wait_for_taskmanagers(cfg, known, 1, len(before) + 1)
