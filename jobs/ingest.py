@@ -11,15 +11,18 @@ The graph, and why each stage runs where it does (Python is the slow part, so Py
 each event once and everything stateful per event runs in Java):
 
     Flink's Kafka connector (KafkaSource, Java; offsets in checkpoints, read_committed)
-      -> ConnectorRecordValidator (Python, once per record): validate, to JSON row
-      -> dedup on (tenant_id, message_id), keep first, state TTL = horizon (Flink SQL, Java)
-      -> union with dead letters -> 1 s processing-time window collecting each table's rows
-         into one string per (table, identity shard) (Flink SQL, Java)
-      -> ProfileStage (Python, keyed by shard, dimension changes broadcast to it from a second
-         reader on the changelog topic): enrich, resolve identities, attribute cost; then, in
-         the same call, the WindowStage (udfs/window_stage.py): judge lateness, fold panes,
-         live state and triggers; state in keyed MapState (ingest.profile_stage=false skips
-         it all, windows.enabled=false the windows)
+      -> dedup on the raw record's (tenant_id, message_id) (JSON_VALUE), keep first, state
+         TTL = horizon; records without both ids pass undeduplicated (Flink SQL, Java)
+      -> 1 s processing-time window collecting each identity shard's raw records into one
+         string (Flink SQL, Java)
+      -> ProfileStage (Python, once per batch, keyed by shard, dimension changes broadcast to
+         it from a second reader on the changelog topic): validate (bad records become dead
+         letters), enrich, resolve identities, attribute cost; then, in the same call, the
+         WindowStage (udfs/window_stage.py): judge lateness, fold panes, live state and
+         triggers; state in keyed MapState (ingest.profile_stage=false: BatchValidation
+         only validates; windows.enabled=false skips the windows)
+      -> dead letters, on a side output -> the dead-letter topic (Flink's KafkaSink, Java,
+         exactly-once transactions)
       -> ClickHouseBatchWriter (Python): one idempotent insert per table per window (events,
          identity tables, allocations, panes, late events, window progress)
       -> RedisProfileWriter (Python, on the stage's side output of identity batches):
@@ -35,11 +38,12 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from pyflink.common import Types
+import orjson
+from pyflink.common import Row, Types
 from pyflink.datastream import DataStream, OutputTag, StreamExecutionEnvironment
 from pyflink.datastream.connectors import Sink
 from pyflink.java_gateway import get_gateway
-from pyflink.table import DataTypes, Schema, StreamTableEnvironment, Table
+from pyflink.table import StreamTableEnvironment, Table
 
 from jobs.environment import create_environment
 from jobs.preflight import preflight, publish_window_specs, windows_active
@@ -50,14 +54,18 @@ from sinks.redis_profiles import RedisProfileWriter, RedisSettings
 from tidemark import jars
 from tidemark.config import Config, ConfigError, load_config
 from udfs.connector_records import (
+    BATCH_TYPE,
+    DEAD_LETTER_OUTPUT_ID,
+    DEAD_LETTER_RECORD_TYPE,
     DEAD_LETTERS_TABLE,
     DIMENSION_CHANGES,
-    RECORD_TYPE,
+    RAW_LINE_SQL,
+    BatchValidation,
     ChangeRecordValidator,
-    ConnectorRecordValidator,
+    dead_letter_key,
 )
+from udfs.contract import MAX_MESSAGE_ID_CHARS
 from udfs.profile_stage import (
-    BATCH_TYPE,
     CHANGES_DESCRIPTOR,
     LIVE_OUTPUT_ID,
     SIDE_OUTPUT_ID,
@@ -87,6 +95,8 @@ def profile_stage_settings(cfg: Config) -> ProfileStageSettings:
     """The profile stage's settings, resolved on the client."""
     directory = cfg.dimensions_dir
     return ProfileStageSettings(
+        topic=cfg.kafka.topic,
+        limits=validation_limits(cfg),
         dimensions_dir=str(directory) if directory else "",
         identity_rules=dict(cfg.identity.rules),
         cache_entries=cfg.identity.cache_entries,
@@ -133,7 +143,8 @@ def connector_source_ddl(
           `value` BYTES,
           `partition` INT METADATA VIRTUAL,
           `offset` BIGINT METADATA VIRTUAL,
-          `ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL
+          `ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
+          `pt` AS PROCTIME()
         ) WITH (
           'connector' = 'kafka',
           'topic' = '{topic or k.topic}',
@@ -155,23 +166,9 @@ def use_connector_jar(t_env: StreamTableEnvironment, cfg: Config) -> None:
     t_env.get_config().set("pipeline.jars", jar.resolve().as_uri())
 
 
-def kafka_records(t_env: StreamTableEnvironment, cfg: Config) -> DataStream:
-    """Validated records from the source topic: (target, dedup_key, line) per record."""
-    t_env.execute_sql(connector_source_ddl(cfg))
-    positioned = t_env.sql_query("SELECT `value`, `partition`, `offset`, ts FROM tidemark_kafka")
-    return (
-        t_env.to_data_stream(positioned)
-        .map(
-            ConnectorRecordValidator(cfg.kafka.topic, validation_limits(cfg)),
-            output_type=RECORD_TYPE,
-        )
-        .uid("kafka-validate")
-        .name("validate, to row")
-    )
-
-
 def dimension_changes(t_env: StreamTableEnvironment, cfg: Config) -> DataStream:
-    """Records of the dimension changelog topic: (dimension_changes | dead_letters, "", line).
+    """Records of the dimension changelog topic, as batch rows of one:
+    (dimension_changes | dead_letters, "", raw change | dead letter, 0).
 
     Always read from the earliest offset: a dimension version is never stale (as-of lookups
     pick the version valid at each event's time).
@@ -185,53 +182,67 @@ def dimension_changes(t_env: StreamTableEnvironment, cfg: Config) -> DataStream:
     )
     return (
         t_env.to_data_stream(positioned)
-        .map(ChangeRecordValidator(topic), output_type=RECORD_TYPE)
+        .map(ChangeRecordValidator(topic), output_type=BATCH_TYPE)
         .set_parallelism(1)
         .uid("dimension-changelog-validate")
         .name("dimension-changelog: validate")
     )
 
 
-def with_proctime(t_env: StreamTableEnvironment, stream: DataStream, columns: list[str]) -> Table:
-    """A table of string columns over `stream`, plus a fresh processing-time attribute `pt`."""
-    builder = Schema.new_builder()
-    for column in columns:
-        builder.column(column, DataTypes.STRING())
-    return t_env.from_data_stream(stream, builder.column_by_expression("pt", "PROCTIME()").build())
+def raw_batches(t_env: StreamTableEnvironment, cfg: Config) -> Table:
+    """The source topic, deduplicated, as one raw batch per identity shard per window.
 
-
-def batches(t_env: StreamTableEnvironment, records: DataStream, cfg: Config) -> Table:
-    """Dedup accepted rows, union dead letters, and collect each table's rows per window.
-
-    One batch per (table, shard): tenants hash to `identity.shards` shards (Java's
-    String.hashCode, stable across runs), the key of the profile stage's state.
+    Dedup runs here, in Java, before validation, on the ids of the raw record: a record whose
+    `tenant_id` and `message_id` are non-empty JSON strings is kept only if no earlier record
+    within `ingest.dedup_horizon_seconds` had the same pair. Any other record (an id missing,
+    empty or not a string, so invalid, or a FOCUS row sent without a message_id) passes
+    undeduplicated, so repeated junk ids never hide a dead letter. Shards: tenants hash to
+    `identity.shards` shards (Java's String.hashCode, stable across runs), the key of the
+    profile stage's state.
     """
     shards = cfg.identity.shards
     t_env.get_config().set("table.exec.state.ttl", f"{cfg.ingest.dedup_horizon_seconds} s")
-    t_env.create_temporary_view(
-        "tidemark_parsed", with_proctime(t_env, records, ["target", "dedup_key", "line"])
+    t_env.execute_sql(connector_source_ddl(cfg))
+    # An id as JSON in a one-element array (`["m-1"]`, `[1234567]`, `[""]`), so that SQL can
+    # tell a non-empty string, the only kind of id validation accepts, from anything else.
+    t_env.execute_sql(
+        """
+        CREATE TEMPORARY VIEW tidemark_ids AS
+        SELECT line, pt,
+               JSON_QUERY(doc, '$.tenant_id' WITH UNCONDITIONAL ARRAY WRAPPER) AS tenant_id,
+               JSON_QUERY(doc, '$.message_id' WITH UNCONDITIONAL ARRAY WRAPPER) AS message_id
+        FROM (SELECT """
+        + RAW_LINE_SQL
+        + """ AS line, pt, CAST(`value` AS STRING) AS doc FROM tidemark_kafka)
+        """
     )
+    has_ids = (
+        "(SUBSTR(tenant_id, 1, 2) = '[\"' AND tenant_id <> '[\"\"]'"
+        " AND SUBSTR(message_id, 1, 2) = '[\"' AND message_id <> '[\"\"]'"
+        f" AND CHAR_LENGTH(message_id) <= {MAX_MESSAGE_ID_CHARS + 4})"
+    )
+    shard = f"MOD(ABS(HASH_CODE(COALESCE(tenant_id, ''))), {shards})"
     t_env.execute_sql(
         f"""
         CREATE TEMPORARY VIEW tidemark_rows AS
-        SELECT target, line, pt, shard FROM (
-          SELECT target, line, pt,
-                 MOD(ABS(HASH_CODE(SPLIT_INDEX(dedup_key, CHR(31), 0))), {shards}) AS shard,
-                 ROW_NUMBER() OVER (PARTITION BY dedup_key ORDER BY pt ASC) AS rn
-          FROM tidemark_parsed WHERE target <> '{DEAD_LETTERS_TABLE}')
+        SELECT line, pt, {shard} AS shard
+        FROM (
+          SELECT line, pt, tenant_id,
+                 ROW_NUMBER() OVER (PARTITION BY tenant_id, message_id ORDER BY pt ASC) AS rn
+          FROM tidemark_ids WHERE {has_ids})
         WHERE rn = 1
         UNION ALL
-        SELECT target, line, pt, 0 AS shard
-        FROM tidemark_parsed WHERE target = '{DEAD_LETTERS_TABLE}'
+        SELECT line, pt, {shard} AS shard
+        FROM tidemark_ids WHERE NOT COALESCE({has_ids}, FALSE)
         """
     )
     return t_env.sql_query(
         f"""
-        SELECT target, CAST(window_start AS STRING) AS window_start,
+        SELECT CAST(window_start AS STRING) AS window_start,
                ARRAY_JOIN(ARRAY_AGG(line), CHR(10)) AS body, shard
         FROM TABLE(TUMBLE(TABLE tidemark_rows, DESCRIPTOR(pt),
                           INTERVAL '{cfg.ingest.batch_max_seconds}' SECOND))
-        GROUP BY target, shard, window_start, window_end
+        GROUP BY shard, window_start, window_end
         """
     )
 
@@ -264,19 +275,16 @@ def dead_letter_sink_ddl(cfg: Config, job_name: str) -> str:
         )"""
 
 
-def publish_dead_letters(t_env: StreamTableEnvironment, cfg: Config, job_name: str) -> None:
-    """Route every dead letter of `tidemark_parsed` to the dead-letter topic, in Java."""
+def publish_dead_letters(
+    t_env: StreamTableEnvironment, cfg: Config, job_name: str, records: DataStream
+) -> None:
+    """Write the (key, value) dead-letter records to the dead-letter topic, in Java."""
     t_env.execute_sql(dead_letter_sink_ddl(cfg, job_name))
+    t_env.create_temporary_view("tidemark_dead_letters", t_env.from_data_stream(records))
     statements = t_env.create_statement_set()
     statements.add_insert_sql(
-        f"""
-        INSERT INTO tidemark_dead_letter_topic
-        SELECT CAST(CONCAT(JSON_VALUE(line, '$.source_partition'), ':',
-                           JSON_VALUE(line, '$.source_offset'), ':',
-                           JSON_VALUE(line, '$.record_id')) AS BYTES),
-               CAST(line AS BYTES)
-        FROM tidemark_parsed WHERE target = '{DEAD_LETTERS_TABLE}'
-        """
+        "INSERT INTO tidemark_dead_letter_topic"
+        " SELECT CAST(`key` AS BYTES), CAST(`value` AS BYTES) FROM tidemark_dead_letters"
     )
     statements.attach_as_datastream()
 
@@ -288,7 +296,7 @@ def discard(stream: DataStream, uid: str) -> None:
 
 
 def profiled(batched: DataStream, changes: DataStream, cfg: Config) -> DataStream:
-    """Send the batches through the profile stage (dead letters pass through it unchanged)."""
+    """Send the raw batches through the profile stage, keyed by shard."""
     broadcast = (
         changes.filter(lambda r: r[0] == DIMENSION_CHANGES)
         .set_parallelism(1)
@@ -296,12 +304,42 @@ def profiled(batched: DataStream, changes: DataStream, cfg: Config) -> DataStrea
         .broadcast(CHANGES_DESCRIPTOR)
     )
     return (
-        batched.key_by(lambda b: b[3], key_type=Types.INT())
+        batched.key_by(lambda b: b[2], key_type=Types.INT())
         .connect(broadcast)
         .process(ProfileStage(profile_stage_settings(cfg)), output_type=BATCH_TYPE)
         .uid("profile-stage")
-        .name("profile-stage: enrich, resolve identity, attribute cost")
+        .name("profile-stage: validate, enrich, resolve identity, attribute cost")
     )
+
+
+def validated(batched: DataStream, cfg: Config) -> DataStream:
+    """Validate the raw batches, and nothing else (`ingest.profile_stage=false`)."""
+    return (
+        batched.process(
+            BatchValidation(cfg.kafka.topic, validation_limits(cfg)), output_type=BATCH_TYPE
+        )
+        .uid("batch-validation")
+        .name("validate batches")
+    )
+
+
+def invalid_change_records(changes: DataStream) -> tuple[DataStream, DataStream]:
+    """The dimension changelog's dead letters: as batches of one for ClickHouse, and as
+    (key, value) records for the dead-letter topic."""
+    invalid = (
+        changes.filter(lambda r: r[0] == DEAD_LETTERS_TABLE)
+        .set_parallelism(1)
+        .uid("invalid-dimension-changes")
+    )
+    records = (
+        invalid.map(
+            lambda r: Row(dead_letter_key(orjson.loads(r[2])), r[2]),
+            output_type=DEAD_LETTER_RECORD_TYPE,
+        )
+        .set_parallelism(1)
+        .uid("invalid-dimension-change-records")
+    )
+    return invalid, records
 
 
 def build(
@@ -312,27 +350,28 @@ def build(
 ) -> None:
     """Wire the ingest graph onto `env`."""
     use_connector_jar(t_env, cfg)
-    records = kafka_records(t_env, cfg)
-    changes = dimension_changes(t_env, cfg) if cfg.ingest.profile_stage else None
-    if changes is not None:  # a malformed dimension change is dead-lettered like any record
-        records = records.union(
-            changes.filter(lambda r: r[0] == DEAD_LETTERS_TABLE)
-            .set_parallelism(1)
-            .uid("invalid-dimension-changes")
-        )
+    raw = t_env.to_data_stream(raw_batches(t_env, cfg))
+    dead_letter_tag = OutputTag(DEAD_LETTER_OUTPUT_ID, DEAD_LETTER_RECORD_TYPE)
+    if cfg.ingest.profile_stage:
+        changes = dimension_changes(t_env, cfg)
+        batched = profiled(raw, changes, cfg)
+        invalid_changes, invalid_change_letters = invalid_change_records(changes)
+        to_clickhouse = batched.union(invalid_changes)
+        dead_letters = batched.get_side_output(dead_letter_tag).union(invalid_change_letters)
+    else:
+        batched = validated(raw, cfg)
+        to_clickhouse = batched
+        dead_letters = batched.get_side_output(dead_letter_tag)
+    publish_dead_letters(t_env, cfg, job_name, dead_letters)
     writer = ClickHouseBatchWriter(clickhouse_settings(cfg))
-    batched = t_env.to_data_stream(batches(t_env, records, cfg))
-    publish_dead_letters(t_env, cfg, job_name)
-    if changes is not None:
-        batched = profiled(batched, changes, cfg)
     written = (
-        batched.map(writer, output_type=Types.INT())
+        to_clickhouse.map(writer, output_type=Types.INT())
         .start_new_chain()  # a slow insert must not stall the window operator
         .uid("clickhouse-writer")
         .name("clickhouse-writer: idempotent batch inserts")
     )
     discard(written, "discard")
-    if changes is not None:
+    if cfg.ingest.profile_stage:
         redis_written = (
             batched.get_side_output(OutputTag(SIDE_OUTPUT_ID, BATCH_TYPE))
             .map(RedisProfileWriter(RedisSettings.from_config(cfg)), output_type=Types.INT())

@@ -1,27 +1,31 @@
-"""The Flink Kafka connector path: its DDL, and the per-record validation it runs.
+"""The Flink Kafka connector path: its DDL, the raw batch lines, and batch validation.
 
-Unit tests: the source and dead-letter tables' options follow the settings, and a connector
-record becomes the row validation defines for it. The job runs this path end to end against
+Unit tests: the source and dead-letter tables' options follow the settings, Flink's SQL
+encodes a record into a batch line Python decodes byte for byte, and a batch becomes the rows
+validation defines for each record. The job runs this path end to end against
 the real broker in tests/test_ingest_e2e.py and the kill tests.
 """
 
 from __future__ import annotations
 
+import base64
 import time
 from datetime import UTC, datetime
 
 import orjson
 from pyflink.common import Row
+from pyflink.table import EnvironmentSettings, TableEnvironment
 
 from jobs.ingest import connector_source_ddl, dead_letter_sink_ddl
 from tidemark.config import load_config
 from udfs.connector_records import (
+    RAW_LINE_SQL,
     ChangeRecordValidator,
-    ConnectorRecordValidator,
-    epoch_millis,
-    to_output_row,
+    dead_letter_records,
+    decode_raw_line,
+    validate_batch,
 )
-from udfs.validation import SourceMeta, ValidationLimits
+from udfs.validation import SourceMeta, ValidationLimits, validate
 
 EVENT = orjson.dumps(
     {
@@ -73,36 +77,62 @@ def test_change_record_is_passed_raw_or_dead_lettered():
     validator = ChangeRecordValidator("dims")
     at = datetime(2026, 11, 1, tzinfo=UTC)
     bad = validator.map(Row(b"{not json", 0, 3, at))
-    assert bad[0] == "dead_letters"
+    assert bad[0] == "dead_letters" and bad[3] == 0
     assert orjson.loads(bad[2])["reason_code"] == "invalid_dimension_change"
 
 
-def test_connector_record_becomes_the_readers_row():
-    limits = ValidationLimits()
-    validator = ConnectorRecordValidator("orders", limits)
-    produced = datetime(2026, 11, 1, 10, 0, 1, tzinfo=UTC)
-    row = validator.map(Row(EVENT, 3, 42, produced))
-    assert row[0] == "events"
-    assert row[1] == "acme\x1fm-1"
-    line = orjson.loads(row[2])
-    assert (line["source_partition"], line["source_offset"]) == (3, 42)
-    assert line["produced_at"] == "2026-11-01 10:00:01.000"
-    assert line["revenue"] == "19.90"
-    now_ms = int(time.time() * 1000)
-    same = to_output_row(EVENT, SourceMeta("orders", 3, 42, epoch_millis(produced)), limits, now_ms)
-    assert tuple(row)[:2] == tuple(same)[:2]
-    assert orjson.loads(row[2]) == orjson.loads(same[2])
+def raw_line(partition: int, offset: int, timestamp_ms: int, value: bytes) -> str:
+    """A raw batch line the way RAW_LINE_SQL builds it (checked against Flink below)."""
+    return f"{partition}\t{offset}\t{timestamp_ms}\t{base64.b64encode(value).decode()}"
 
 
-def test_connector_dead_letter_keeps_position():
-    row = ConnectorRecordValidator("orders", ValidationLimits()).map(
-        Row(b"{oops", 1, 7, datetime(2026, 11, 1, tzinfo=UTC))
+def test_raw_line_sql_is_what_python_decodes():
+    """Flink's SQL builds the line; Python's decoder must get the exact bytes back, including
+    newlines and bytes that are not UTF-8."""
+    t_env = TableEnvironment.create(EnvironmentSettings.in_batch_mode())
+    value = b'{"a":\n"\xff"}'
+    t_env.create_temporary_view(
+        "kafka",
+        t_env.sql_query(
+            "SELECT CAST(X'7b2261223a0a22ff227d' AS BYTES) AS `value`, 3 AS `partition`,"
+            " CAST(42 AS BIGINT) AS `offset`, TO_TIMESTAMP_LTZ(1793527200250, 3) AS ts"
+        ),
     )
-    assert row[0] == "dead_letters" and row[1] == ""
-    line = orjson.loads(row[2])
-    assert (line["source_topic"], line["source_partition"], line["source_offset"]) == (
+    (line,) = next(iter(t_env.execute_sql(f"SELECT {RAW_LINE_SQL} FROM kafka").collect()))
+    assert "\n" not in line
+    assert decode_raw_line(line) == (3, 42, 1793527200250, value)
+    (empty,) = next(
+        iter(
+            t_env.execute_sql(
+                f"SELECT {RAW_LINE_SQL} FROM (SELECT CAST(NULL AS BYTES) AS `value`,"
+                " 0 AS `partition`, CAST(1 AS BIGINT) AS `offset`,"
+                " TO_TIMESTAMP_LTZ(0, 3) AS ts)"
+            ).collect()
+        )
+    )
+    assert decode_raw_line(empty) == (0, 1, 0, b"")
+
+
+def test_batch_is_validated_into_tables_with_positions():
+    limits = ValidationLimits()
+    now_ms = int(time.time() * 1000)
+    body = "\n".join(
+        [raw_line(3, 42, 1793527201000, EVENT), raw_line(1, 7, 1793527200000, b"{oops")]
+    )
+    tables = validate_batch("orders", body, limits, now_ms)
+    (event,) = tables["events"]
+    assert (event["source_partition"], event["source_offset"]) == (3, 42)
+    assert event["produced_at"] == "2026-11-01 10:00:01.000"
+    assert event["revenue"] == "19.90"
+    same = validate(EVENT, SourceMeta("orders", 3, 42, 1793527201000), limits, now_ms)
+    assert event == same.row
+    (dead,) = tables["dead_letters"]
+    assert (dead["source_topic"], dead["source_partition"], dead["source_offset"]) == (
         "orders",
         1,
         7,
     )
-    assert line["reason_code"] == "malformed_json"
+    assert dead["reason_code"] == "malformed_json"
+    ((key, value),) = [tuple(r) for r in dead_letter_records(tables["dead_letters"])]
+    assert key == f"1:7:{dead['record_id']}"
+    assert orjson.loads(value) == dead

@@ -16,7 +16,7 @@ from jobs.environment import ship_code_by_value
 from jobs.ingest import clickhouse_settings, validation_limits
 from sinks.clickhouse import ClickHouseBatchWriter
 from tidemark.config import load_config
-from udfs.connector_records import ConnectorRecordValidator
+from udfs.connector_records import BatchValidation
 
 WORKER = """
 import sys, cloudpickle
@@ -31,7 +31,7 @@ def test_job_functions_round_trip_by_value_in_another_interpreter(tmp_path):
     cfg = load_config(overrides=["ingest.max_event_bytes=12345", "ingest.batch_max_rows=777"])
     payload = cloudpickle.dumps(
         (
-            ConnectorRecordValidator(cfg.kafka.topic, validation_limits(cfg)),
+            BatchValidation(cfg.kafka.topic, validation_limits(cfg)),
             ClickHouseBatchWriter(clickhouse_settings(cfg)),
         )
     )

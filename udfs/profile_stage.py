@@ -1,7 +1,9 @@
 """The profile stage: enrich each event and cost record, and resolve every event to a profile.
 
 It runs between dedup and the sinks, once per batch: the Java window upstream hands it one
-newline-joined batch per (table, shard) per second, so Python is entered once per batch,
+newline-joined batch of raw records per shard per second, so Python is entered once per
+batch and each record is touched by Python once: validated (udfs/connector_records.py), then
+enriched and resolved in the same pass,
 state is touched once per batch per entry (see udfs/identity_state.py), and the outputs leave
 as one batch per table, ready for one idempotent insert each.
 
@@ -23,32 +25,40 @@ Outputs, as (table, window_start, newline-joined JSON rows, shard):
     profiles          every profile changed in the batch (its state after the batch)
     identity_merges   one row per merge (winner, loser, reason, event)
     profile_aliases   every old profile id re-keyed by a merge -> its live profile
-    cost_records      the input batch, unchanged (passed on without re-serialising)
+    cost_records      the batch's valid cost records
     cost_allocations  the attribution of each cost record (split rows sum exactly)
-    dead_letters      passed through unchanged
+    dead_letters      the batch's invalid records, each also sent once to the dead-letter
+                      side output (DEAD_LETTER_OUTPUT_ID) for the dead-letter topic
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 from pyflink.common import Row, Types
 from pyflink.datastream import KeyedBroadcastProcessFunction, OutputTag, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor
 
 from udfs.attribution import ATTRIBUTION_RULES, AttributionRules
 from udfs.busy_time import BusyTime
+from udfs.connector_records import (
+    DEAD_LETTER_OUTPUT_ID,
+    DEAD_LETTERS_TABLE,
+    dead_letter_records,
+    dumps_lines,
+    validate_batch,
+)
 from udfs.dimensions import DimensionChange, Dimensions, parse_change
 from udfs.enrichment import enrich_event
 from udfs.identity import IdentityResolver, IdentityRules, extract_identifiers
 from udfs.identity_state import SEP, CachedStateStore
 from udfs.panes import money_text
 from udfs.scd import row_time_ms
-from udfs.validation import ms_text
+from udfs.validation import ValidationLimits, ms_text
 from udfs.window_stage import LIVE_TABLE, WindowStage, WindowStageSettings
 
 EVENTS_TABLE = "events"
@@ -56,13 +66,6 @@ COST_TABLE = "cost_records"
 
 #: Dimension changes seen on the changelog, keyed "dimension \x1f key \x1f valid_from".
 CHANGES_DESCRIPTOR = MapStateDescriptor("dimension_changes", Types.STRING(), Types.STRING())
-
-#: (table, window_start, body, shard): what the window hands over and the writers take.
-BATCH_TYPE = Types.ROW_NAMED(
-    ["target", "window_start", "body", "shard"],
-    [Types.STRING(), Types.STRING(), Types.STRING(), Types.INT()],
-)
-
 
 #: The side output carrying the batches of ProfileStageSettings.side_output_tables again, for
 #: a second sink (Redis): it spares a Python filter the whole stream's batches. The job builds
@@ -79,6 +82,8 @@ LIVE_OUTPUT_ID = "live-batches"
 class ProfileStageSettings:
     """What the stage needs, resolved on the client and shipped with the job."""
 
+    topic: str  # the source topic, named in dead letters
+    limits: ValidationLimits
     dimensions_dir: str  # "" = no files: every lookup is unknown, all cost unallocated
     identity_rules: dict[str, Any]
     cache_entries: int
@@ -89,10 +94,6 @@ class ProfileStageSettings:
 def kafka_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows in Kafka order: the order identity is applied in (see the module docstring)."""
     return sorted(rows, key=lambda r: (r["source_partition"], r["source_offset"]))
-
-
-def dumps_lines(rows: list[dict[str, Any]]) -> str:
-    return "\n".join(orjson.dumps(r).decode() for r in rows)
 
 
 def attribution_rules(directory: str) -> AttributionRules:
@@ -125,6 +126,7 @@ class ProfileStage(KeyedBroadcastProcessFunction):
         self.changes_replayed = False
         self.side_output = OutputTag(SIDE_OUTPUT_ID)
         self.live_output = OutputTag(LIVE_OUTPUT_ID)
+        self.dead_letter_output = OutputTag(DEAD_LETTER_OUTPUT_ID)
         self.windows: WindowStage | None = None
         if self.settings.windows is not None:
             self.windows = WindowStage(self.settings.windows)
@@ -163,23 +165,12 @@ class ProfileStage(KeyedBroadcastProcessFunction):
 
     # -- batches (keyed side)
 
-    def process_element(self, value: Row, ctx: Any) -> Iterator[Row]:
+    def process_element(self, value: Row, ctx: Any) -> Iterator[Any]:
         self._replay_changes(ctx.get_broadcast_state(CHANGES_DESCRIPTOR))
-        target, window_start, body, shard = value[0], value[1], value[2], value[3]
-        if target != EVENTS_TABLE:  # cost records and dead letters go on as they came
-            yield Row(target, window_start, body, shard)
-            if target != COST_TABLE:
-                return
+        window_start, body, shard = value[0], value[1], value[2]
         with self.busy_time.measure():
-            rows = [orjson.loads(line) for line in body.split("\n")]
-            if target == EVENTS_TABLE:
-                tables = self.resolve_events(rows)
-                if self.windows is not None:
-                    tables.update(self.windows.on_events(tables[EVENTS_TABLE]))
-            else:
-                tables = {"cost_allocations": self.allocate_costs(rows)}
-                if self.windows is not None:
-                    tables.update(self.windows.on_allocations(tables["cost_allocations"]))
+            tables = self.process_batch(body)
+            dead_letters = tables.get(DEAD_LETTERS_TABLE, [])
             out_rows = [
                 Row(table, window_start, dumps_lines(rows), shard)
                 for table, rows in tables.items()
@@ -193,6 +184,26 @@ class ProfileStage(KeyedBroadcastProcessFunction):
             yield row
             if row[0] in side:
                 yield self.side_output, row
+        for record in dead_letter_records(dead_letters):
+            yield self.dead_letter_output, record
+
+    def process_batch(self, body: str) -> dict[str, list[dict[str, Any]]]:
+        """Validate a raw batch, then enrich, resolve and window what it holds: every output
+        table's rows (see the module docstring)."""
+        s = self.settings
+        tables = validate_batch(s.topic, body, s.limits, int(time.time() * 1000))
+        events, costs = tables.pop(EVENTS_TABLE, []), tables.get(COST_TABLE, [])
+        if events:
+            tables.update(self.resolve_events(events))
+            if self.windows is not None:
+                tables.update(self.windows.on_events(tables[EVENTS_TABLE]))
+        if costs:
+            allocations = self.allocate_costs(costs)
+            tables["cost_allocations"] = allocations
+            if self.windows is not None:
+                for table, rows in self.windows.on_allocations(allocations).items():
+                    tables.setdefault(table, []).extend(rows)
+        return tables
 
     def resolve_events(self, rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         """Apply identity and enrichment to a batch of events rows, in Kafka order."""
