@@ -677,6 +677,8 @@ class IdentityResolver:
             changed = _touch(profile, event_time_ms)
             if self._claim(profile, ids, event_time_ms):
                 changed = True
+            if self.rules._periods and self._seen_earlier(profile, ids, event_time_ms):
+                changed = True
             if changed:
                 profile.version = version
                 store.put_profile(profile)
@@ -705,6 +707,8 @@ class IdentityResolver:
             changed = self._link(profile, new_ids, event_time_ms)
             changed = _touch(profile, event_time_ms) or changed
             changed = self._claim(profile, ids, event_time_ms) or changed
+            if self.rules._periods and self._seen_earlier(profile, ids, event_time_ms):
+                changed = True
             if changed:
                 profile.version = version
                 store.put_profile(profile)
@@ -805,6 +809,30 @@ class IdentityResolver:
                 if claims.get(key, _NEVER) < event_time_ms:
                     claims[key] = event_time_ms
                     changed = True
+        return changed
+
+    def _seen_earlier(
+        self, profile: Profile, ids: list[tuple[str, str]], event_time_ms: int
+    ) -> bool:
+        """Move a period type's link time back to this event when it is earlier; True if any
+        moved.
+
+        A value counts as linked since the earliest event that showed it on the profile, so
+        a late event (or one that merged an anonymous profile in) gives the same link time
+        in any arrival order. Only types with a period read link times, so only they are
+        kept exact.
+        """
+        periods = self.rules._periods
+        changed = False
+        for id_type, value in ids:
+            if id_type in periods:
+                values = profile.identifiers.get(id_type)
+                if values and value in values:
+                    stamps = profile._stamps_of(id_type)
+                    index = values.index(value)
+                    if stamps[index] > event_time_ms:
+                        stamps[index] = event_time_ms
+                        changed = True
         return changed
 
     # -- the rules
@@ -946,6 +974,8 @@ class IdentityResolver:
         linked.extend(new_ids)
         _touch(winner, event_time_ms)
         self._claim(winner, ids, event_time_ms)
+        if self.rules._periods:
+            self._seen_earlier(winner, ids, event_time_ms)
         winner.version = version
         store.put_profile(winner)
         return Resolution(
