@@ -1315,3 +1315,22 @@ def test_the_readme_settings_example_loads_and_blocks() -> None:
     row, _ = ev(1, email="Test@Example.com", phone="+14155550100")
     assert extract_identifiers(row, rules) == [("phone", "+14155550100")]
     assert next(t.limit for t in rules.types if t.name == "phone") == 3
+    anonymous = next(t for t in rules.types if t.name == "anonymous_id")
+    assert (anonymous.limit, anonymous.period_ms, anonymous.reassign) == (5, 7 * 86_400_000, True)
+
+
+def test_the_readme_shared_device_table() -> None:
+    """README, *Shared devices*: the iPad table, rows applied in its arrival order."""
+    hour = 3_600_000
+    events = [
+        ev(10 * hour, "identify", user_id="u1", device_id="ipad"),
+        ev(11 * hour, "identify", user_id="u2", device_id="ipad"),
+        ev(12 * hour, device_id="ipad"),
+        ev(9 * hour, "identify", user_id="u1", device_id="ipad"),  # arrives last
+    ]
+    run = apply(events, IdentityRules.default())
+    holders = [r.profile_id for r in run.results]
+    assert holders == [U1, U2, U2, U1]  # the old identify still resolves to u1's profile
+    assert run.store.links[(TENANT, "device_id", "ipad")] == U2
+    assert [r.moved_from for r in run.results] == [(), (U1,), (), ()]
+    assert all(not r.merges for r in run.results)
