@@ -56,6 +56,7 @@ PERIODS_MS = {
 _PROFILE_FORMAT = 2  # first element of Profile.to_bytes, so the layout can evolve
 _FORMAT_1_FIELDS = 9  # format 1 had no linked_ms and claims (state saved before limit periods)
 _NEVER = -(1 << 62)  # an event time before any real one: "no claim yet"
+_NO_CLAIMS: dict[str, int] = {}  # read-only default for a type without claims
 _UNKNOWN_PRIORITY = 1 << 30  # a type a profile holds but the rules no longer define
 _E164_MEMO_SIZE = 4096
 _MISSING = object()
@@ -465,8 +466,9 @@ class Profile:
 
     linked_ms runs parallel to identifiers: the event time each value was linked at, which a
     limit with a period ("5 weekly") counts by. claims holds, for values of reassignable types
-    ("type:value"), the latest event time this profile's user was identified with the value:
-    a shared device follows the most recent user by event time, not by arrival.
+    (type -> value -> ms), the latest event time this profile's user was identified with the
+    value: a shared device follows the most recent user by event time, not by arrival. (Nested
+    rather than "type:value" keys so the per-event check builds no strings.)
     """
 
     profile_id: str
@@ -479,7 +481,7 @@ class Profile:
     merged_into: str = ""
     version: int = 0  # the caller's per-tenant sequence number of the last change
     linked_ms: dict[str, list[int]] = field(default_factory=dict)  # parallel to identifiers
-    claims: dict[str, int] = field(default_factory=dict)  # "type:value" -> event time
+    claims: dict[str, dict[str, int]] = field(default_factory=dict)  # type -> value -> ms
 
     def to_bytes(self) -> bytes:
         """Compact positional JSON for Flink state (no field names on every profile)."""
@@ -542,7 +544,11 @@ class Profile:
         if not values:
             del self.identifiers[id_type]
             del self.linked_ms[id_type]
-        self.claims.pop(f"{id_type}:{value}", None)
+        by_value = self.claims.get(id_type)
+        if by_value is not None:
+            by_value.pop(value, None)
+            if not by_value:
+                del self.claims[id_type]
 
     def stamps(self, id_type: str) -> list[tuple[str, int]]:
         """(value, linked_ms) of every value of a type."""
@@ -755,7 +761,7 @@ class IdentityResolver:
             if pid is None or ident[0] not in reassign:
                 continue
             holder = profiles[pid]
-            claimed = holder.claims.get(f"{ident[0]}:{ident[1]}", _NEVER)
+            claimed = holder.claims.get(ident[0], _NO_CLAIMS).get(ident[1], _NEVER)
             if event_time_ms > claimed and self._other_person(holder, mine):
                 moving.append(ident)
         return moving
@@ -795,19 +801,27 @@ class IdentityResolver:
     def _claim(self, profile: Profile, ids: list[tuple[str, str]], event_time_ms: int) -> bool:
         """On an identification, record that the profile's user was seen with the event's
         reassignable identifiers at event_time_ms (the latest time is kept); True if any
-        claim moved."""
+        claim moved. Every identifier in `ids` is on the profile by now.
+
+        Runs for every event, so: one pass to find a person, no strings built."""
         rules = self.rules
-        reassign = rules._reassign
-        if not reassign or not any(i[0] in rules._hard_set for i in ids):
+        hard = rules._hard_set
+        for ident in ids:
+            if ident[0] in hard:
+                break
+        else:
             return False
-        held = profile.identifiers
+        reassign = rules._reassign
         claims = profile.claims
         changed = False
         for id_type, value in ids:
-            if id_type in reassign and value in held.get(id_type, ()):
-                key = f"{id_type}:{value}"
-                if claims.get(key, _NEVER) < event_time_ms:
-                    claims[key] = event_time_ms
+            if id_type in reassign:
+                by_value = claims.get(id_type)
+                if by_value is None:
+                    claims[id_type] = {value: event_time_ms}
+                    changed = True
+                elif by_value.get(value, _NEVER) < event_time_ms:
+                    by_value[value] = event_time_ms
                     changed = True
         return changed
 
@@ -946,9 +960,7 @@ class IdentityResolver:
                     put_link(tenant_id, id_type, value, winner.profile_id)
                     moved.append((id_type, value))
             linked.extend(moved)
-            for key, claimed in loser.claims.items():
-                if winner.claims.get(key, _NEVER) < claimed:
-                    winner.claims[key] = claimed
+            _merge_claims(winner.claims, loser.claims)
             rekeyed = (loser.profile_id, *loser.merged_from)
             winner.merges += 1 + loser.merges
             winner.merged_from.extend(rekeyed)
@@ -1061,6 +1073,15 @@ def _over_in_period(
         if ident[0] == id_type and ident not in link_of:
             in_window[ident[1]] = event_time_ms
     return len(in_window) > limit and len(in_window) > largest
+
+
+def _merge_claims(into: dict[str, dict[str, int]], other: dict[str, dict[str, int]]) -> None:
+    """A merged profile's person was identified with each value at the later of both times."""
+    for id_type, by_value in other.items():
+        mine = into.setdefault(id_type, {})
+        for value, claimed in by_value.items():
+            if mine.get(value, _NEVER) < claimed:
+                mine[value] = claimed
 
 
 def _with_moves(resolution: Resolution, moved_from: tuple[str, ...]) -> Resolution:
