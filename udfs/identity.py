@@ -11,7 +11,9 @@ identifier is linked to at most one live profile; an event whose identifiers are
 several profiles merges them into one winner. Limits (values per type, identifiers and merges
 per profile) and the hard rule "never merge two different user_ids" stop one shared or junk
 identifier from collapsing many people into a single profile: when an event would break a rule,
-its weakest identifiers are dropped, one at a time, until it does not.
+its weakest identifiers are dropped, one at a time, until it does not. A limit may have a
+period ("5 weekly", by event time), and a shared device or browser id follows the person most
+recently identified with it, by event time (`reassign`), so neither depends on arrival order.
 
 This runs once per event at stream rate, so the hot path is dict lookups and small sets:
 phonenumbers is called only when a phone is present (behind a bounded memo), and the JSON
