@@ -7,18 +7,31 @@ job's profiles, links, merges and per-event profile ids with `expected_identity`
 
 The rules, in short (see `expected_identity` for the step-by-step procedure):
 
-| type         | priority | limit | normalize           | source                                   |
-|--------------|----------|-------|---------------------|------------------------------------------|
-| user_id      | 0        | 1     | trim                | `user_id`                                |
-| email        | 1        | 5     | trim, lower         | `traits.email`, else `context.traits`    |
-| phone        | 2        | 5     | E.164 (region US)   | `traits.phone`, else `context.traits`    |
-| device_id    | 3        | 5     | trim (exact case)   | `context.device_id`                      |
-| anonymous_id | 4        | 5     | trim (exact case)   | `anonymous_id`, alias `previous_id` (*)  |
+| type         | prio | limit | normalize         | source                                  | moves|
+|--------------|------|-------|-------------------|-----------------------------------------|------|
+| user_id      | 0    | 1     | trim              | `user_id`                               | no   |
+| email        | 1    | 5     | trim, lower       | `traits.email`, else `context.traits`   | no   |
+| phone        | 2    | 5     | E.164 (region US) | `traits.phone`, else `context.traits`   | no   |
+| device_id    | 3    | 5     | trim (exact case) | `context.device_id`                     | yes  |
+| anonymous_id | 4    | 5     | trim (exact case) | `anonymous_id`, alias `previous_id` (*) | yes  |
 
 (*) only with `alias="merge_unidentified"`; by default (Segment Unify) alias does not merge.
 
 Blocked values never become identifiers. A profile holds at most 50 identifiers, and a merge
 may not take a profile past 25 merges.
+
+Issue 10's last two rules, from Segment Unify's docs:
+- A limit may have a period ("5 weekly"): a value then counts against it only when it was
+  linked to the profile within one period (before or after) of the event's time, linked
+  meaning the earliest event time it was seen on the profile. A count breaks such a limit
+  only when the event or the merge adds to it (a rolling window may hold more than the limit
+  of values that were each accepted at their own time).
+- "moves": a shared device follows the user most recently identified with it. An event that
+  names a person (a user_id, or a value of any limit-1 type) and carries a device / anonymous
+  id held by a profile of another person (one that already holds a different value of that
+  type, up to its limit) takes the id over when the event is later than the last event that
+  identified that other person with the id (ties stay). The id then leaves the other profile
+  and joins this event's profile as a new identifier would (the limits still apply).
 """
 
 from __future__ import annotations
@@ -45,14 +58,20 @@ BLOCKED_VALUES = frozenset(
 class IdentifierRule(NamedTuple):
     priority: int  # lower = stronger
     limit: int  # distinct values of this type one profile may hold
+    period_ms: int = 0  # 0: every value ever linked counts; else values within this of the event
+    moves: bool = False  # a shared value follows the most recently identified person
 
+
+DAY_MS = 24 * 60 * 60 * 1000
+PERIODS = {"ever": 0, "daily": DAY_MS, "weekly": 7 * DAY_MS, "monthly": 30 * DAY_MS,
+           "annually": 365 * DAY_MS}  # fmt: skip
 
 DEFAULT_TYPES = {
     "user_id": IdentifierRule(0, 1),
     "email": IdentifierRule(1, 5),
     "phone": IdentifierRule(2, 5),
-    "device_id": IdentifierRule(3, 5),
-    "anonymous_id": IdentifierRule(4, 5),
+    "device_id": IdentifierRule(3, 5, moves=True),
+    "anonymous_id": IdentifierRule(4, 5, moves=True),
 }
 
 
@@ -66,6 +85,10 @@ class IdentityRules:
     # "ignore" (Segment Unify: alias never merges) or "merge_unidentified" (PostHog: the
     # previous id becomes an anonymous_id identifier of the event)
     alias: str = "ignore"
+
+    def person_types(self) -> set[str]:
+        """The types that name a person: user_id and every type with limit 1."""
+        return {k for k, r in self.types.items() if k == "user_id" or r.limit == 1}
 
 
 @dataclass
@@ -84,6 +107,11 @@ class Profile:
     last_seen_ms: int
     merged_into: str = ""  # "" while the profile is live
     merges: int = 0  # profiles merged into this one, counted transitively
+    # (type, value) -> the earliest event time the value was seen on this profile
+    linked_at: dict[tuple[str, str], int] = field(default_factory=dict)
+    # (type, value) of a moving type -> the last event time that identified this profile's
+    # person with it
+    identified_at: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 class Merge(NamedTuple):
@@ -249,10 +277,12 @@ def broken_rule(
     links: dict[tuple[str, str, str], str],
     profiles: dict[tuple[str, str], Profile],
     rules: IdentityRules,
+    event_ms: int = 0,
 ) -> str:
     """The rule resolving these identifiers together would break ("" when none):
     "limit:<type>", "max_identifiers" or "merge" (max_merges, or two single-valued ids)."""
     matched, unlinked = split_linked(tenant_id, identifiers, links)
+    members = [profiles[(tenant_id, p)] for p in matched]
 
     union = set(unlinked)
     for profile_id in matched:
@@ -264,7 +294,28 @@ def broken_rule(
     per_type: dict[str, int] = {}
     for kind, _ in union:
         per_type[kind] = per_type.get(kind, 0) + 1
-    over = [k for k, count in per_type.items() if count > rules.types[k].limit]
+    over = []
+    for kind, count in per_type.items():
+        rule = rules.types[kind]
+        if count <= rule.limit:
+            continue
+        if rule.period_ms:
+            # only values linked within one period of the event count, and only when the
+            # event or the merge adds to what one profile already holds in that window
+            def in_window(at: int) -> bool:
+                return abs(event_ms - at) < rule.period_ms  # noqa: B023
+
+            union_in = {pair for pair in unlinked if pair[0] == kind}
+            held_in = []
+            for p in members:
+                mine = {
+                    pair for pair, at in p.linked_at.items() if pair[0] == kind and in_window(at)
+                }
+                union_in |= mine
+                held_in.append(len(mine))
+            if len(union_in) <= rule.limit or len(union_in) <= max(held_in, default=0):
+                continue
+        over.append(kind)
     if over:
         return "limit:" + min(over, key=lambda k: (rules.types[k].priority, k))
     # (b) total identifiers
@@ -327,17 +378,75 @@ def identifier_to_drop(
     return causes[0] if causes else identifiers[-1]
 
 
+def link_at(profile: Profile, pair: tuple[str, str], at: int) -> None:
+    """The value has been on the profile since `at`, or since earlier."""
+    profile.linked_at[pair] = min(at, profile.linked_at.get(pair, at))
+
+
+def take_off(profile: Profile, pair: tuple[str, str]) -> None:
+    """A shared id leaves the profile of the person it no longer follows."""
+    kind, value = pair
+    profile.identifiers[kind].discard(value)
+    if not profile.identifiers[kind]:
+        del profile.identifiers[kind]
+    profile.linked_at.pop(pair, None)
+    profile.identified_at.pop(pair, None)
+
+
+def shared_ids_moving(
+    tenant_id: str,
+    identifiers: list[tuple[str, str]],
+    links: dict[tuple[str, str, str], str],
+    profiles: dict[tuple[str, str], Profile],
+    rules: IdentityRules,
+    event_ms: int,
+) -> tuple[dict[tuple[str, str, str], str], dict[tuple[str, str], str]]:
+    """(the links as this event sees them, moving id -> the profile it may leave).
+
+    A moving id of the event follows this event's person when the event names a person the
+    holder is not (the holder has other values of that person type, more than its limit
+    together) and the event is later than the holder's person was last identified with it.
+    """
+    person_types = rules.person_types()
+    persons = [pair for pair in identifiers if pair[0] in person_types]
+    view = links
+    moving: dict[tuple[str, str], str] = {}
+    for pair in identifiers:
+        holder_id = links.get((tenant_id, pair[0], pair[1]))
+        if not persons or holder_id is None or not rules.types[pair[0]].moves:
+            continue
+        holder = profiles[(tenant_id, holder_id)]
+        someone_else = False
+        for kind in {k for k, _ in persons}:
+            mine = {v for k, v in persons if k == kind}
+            theirs = holder.identifiers.get(kind, set())
+            if theirs and len(mine | theirs) > rules.types[kind].limit:
+                someone_else = True
+        last = holder.identified_at.get(pair)
+        if someone_else and (last is None or event_ms > last):
+            if view is links:
+                view = dict(links)
+            del view[(tenant_id, pair[0], pair[1])]
+            moving[pair] = holder_id
+    return view, moving
+
+
 def expected_identity(events: list[dict], rules: IdentityRules | None = None) -> IdentityOutcome:
     """Resolve `events` (raw docs, in processing order) one by one; the final state.
 
     Per event with identifiers I:
+    0. a shared device: each moving id of I held by another person's profile counts as not
+       linked when this event is later than that person's last identification with it;
     1. while resolving I would break a rule, drop the weakest identifier causing it
        (identifier_to_drop; empty: resolves to "");
+       a moving id that survived leaves its previous profile;
     2. no linked profile: a new profile named by I's first identifier, all of I linked;
     3. one linked profile: I's unlinked identifiers linked to it;
     4. several: the winner (has a user_id, then oldest first_seen, then smallest id)
        absorbs the others in (first_seen, id) order, then I's unlinked identifiers;
-    5. the resolved profile's first/last seen widened by the event time (and the losers').
+    5. the resolved profile's first/last seen widened by the event time (and the losers'),
+       I's link times lowered to the event time, and, when I names a person, I's moving ids
+       recorded as identified with that person at the event time.
     Cost records are skipped.
     """
     rules = rules or IdentityRules()
@@ -354,19 +463,23 @@ def expected_identity(events: list[dict], rules: IdentityRules | None = None) ->
         message_id = doc["message_id"]
 
         identifiers = event_identifiers(doc, rules)
+        event_ms = epoch_millis(doc["timestamp"])
+        view, moving = shared_ids_moving(tenant_id, identifiers, links, profiles, rules, event_ms)
         while identifiers:
-            rule = broken_rule(tenant_id, identifiers, links, profiles, rules)
+            rule = broken_rule(tenant_id, identifiers, view, profiles, rules, event_ms)
             if not rule:
                 break
-            gone = identifier_to_drop(tenant_id, identifiers, links, rule, rules)
+            gone = identifier_to_drop(tenant_id, identifiers, view, rule, rules)
             identifiers = [i for i in identifiers if i != gone]
         if not identifiers:
             resolved[message_id] = ""
             resolved_by_key[(tenant_id, message_id)] = ""
             continue
+        for pair, holder_id in moving.items():
+            if pair in identifiers:
+                take_off(profiles[(tenant_id, holder_id)], pair)
 
-        event_ms = epoch_millis(doc["timestamp"])
-        matched, unlinked = split_linked(tenant_id, identifiers, links)
+        matched, unlinked = split_linked(tenant_id, identifiers, view)
 
         if len(matched) == 0:
             kind, value = identifiers[0]
@@ -390,13 +503,16 @@ def expected_identity(events: list[dict], rules: IdentityRules | None = None) ->
             for loser in losers:
                 reason = ""
                 for kind, value in identifiers:
-                    if links.get((tenant_id, kind, value)) == loser.profile_id:
+                    if view.get((tenant_id, kind, value)) == loser.profile_id:
                         reason = f"{kind}:{value}"
                         break
                 for kind, values in loser.identifiers.items():
                     for value in values:
                         links[(tenant_id, kind, value)] = profile.profile_id
                         add_identifier(profile, kind, value)
+                        link_at(profile, (kind, value), loser.linked_at[(kind, value)])
+                for pair, at in loser.identified_at.items():
+                    profile.identified_at[pair] = max(at, profile.identified_at.get(pair, at))
                 profile.merges += 1 + loser.merges
                 loser.merged_into = profile.profile_id
                 profile.first_seen_ms = min(profile.first_seen_ms, loser.first_seen_ms)
@@ -410,6 +526,12 @@ def expected_identity(events: list[dict], rules: IdentityRules | None = None) ->
             add_identifier(profile, kind, value)
         profile.first_seen_ms = min(profile.first_seen_ms, event_ms)
         profile.last_seen_ms = max(profile.last_seen_ms, event_ms)
+        names_person = any(kind in rules.person_types() for kind, _ in identifiers)
+        for pair in identifiers:
+            link_at(profile, pair, event_ms)
+            if names_person and rules.types[pair[0]].moves:
+                before = profile.identified_at.get(pair, event_ms)
+                profile.identified_at[pair] = max(before, event_ms)
         resolved[message_id] = profile.profile_id
         resolved_by_key[(tenant_id, message_id)] = profile.profile_id
 

@@ -132,6 +132,16 @@ def test_yaml_scalars_coerce_to_the_declared_type(tmp_path: Path) -> None:
             "identity.rules.blocked_patterns[0]: invalid regular expression",
         ),
         ("identity.rules={blocked_defaults: maybe}", "identity.rules.blocked_defaults: must be"),
+        (
+            "identity.rules={types: {phone: {limit: 5 fortnightly}}}",
+            "identity.rules.types.phone.limit: must be a positive integer, optionally with a"
+            " period (ever, daily, weekly, monthly, annually) such as '5 weekly',"
+            " got '5 fortnightly'",
+        ),
+        (
+            "identity.rules={types: {device_id: {reassign: sometimes}}}",
+            "identity.rules.types.device_id.reassign: must be true or false, got 'sometimes'",
+        ),
         ("windows.specs=1h/7m", "windows.specs: '1h/7m': the size must be a multiple"),
         ("windows.specs=1h", "windows.specs: '1h': expected size/slide"),
         ("windows.specs=", "windows.specs: no window spec given"),
@@ -161,6 +171,10 @@ def test_bad_override_names_the_key(override: str, named: str) -> None:
         ("kafka: 5\n", "kafka: expected a mapping"),
         ("flink: [a]\n", "flink: expected a mapping"),
         ("identity:\n  rules:\n    blocked: 5\n", "identity.rules.blocked"),
+        (
+            "identity:\n  rules:\n    types:\n      email: {limit: 0 weekly}\n",
+            "identity.rules.types.email.limit: must be a positive integer",
+        ),
         ("redis:\n  key_prefix: [a]\n", "redis.key_prefix: expected a string"),
         ("- a\n- b\n", "expected a mapping at the top level"),
     ],

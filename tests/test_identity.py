@@ -111,6 +111,7 @@ class Scenario:
     rules: dict[str, Any] = field(default_factory=dict)
     # profile id -> (first_seen_ms, last_seen_ms, merges, merged_from, merged_into, version)
     details: dict[str, tuple[int, int, int, list[str], str, int]] = field(default_factory=dict)
+    moved: list[tuple[int, str]] = field(default_factory=list)  # (event index, taken from)
 
 
 U1, U2, U3 = pid("user_id", "u1"), pid("user_id", "u2"), pid("user_id", "u3")
@@ -217,7 +218,32 @@ SCENARIOS = [
         rules={"types": {"user_id": {"limit": 2}}},
     ),
     Scenario(
-        "a shared device stays with its first person",
+        # Segment: a device-only event goes to the user most recently identified on the device
+        "a shared device follows the most recent identified user",
+        [
+            ev(1000, anonymous_id="sa", device_id="sd"),
+            ev(2000, "identify", user_id="u1", email="p1@x.com", anonymous_id="sa", device_id="sd"),
+            ev(3000, anonymous_id="sa", device_id="sd"),  # person 2, not yet identified
+            ev(4000, "identify", user_id="u2", email="p2@x.com", anonymous_id="sa", device_id="sd"),
+            ev(5000, "identify", user_id="u3", email="p3@x.com", anonymous_id="sa", device_id="sd"),
+            ev(6000, user_id="u2", anonymous_id="sa", device_id="sd"),
+            ev(7000, device_id="sd"),
+        ],
+        resolved=[pid("device_id", "sd")] * 3 + [U2, U3, U2, U2],
+        profiles={
+            pid("device_id", "sd"): {("user_id", "u1"), ("email", "p1@x.com")},
+            U2: {
+                ("user_id", "u2"),
+                ("email", "p2@x.com"),
+                ("device_id", "sd"),
+                ("anonymous_id", "sa"),
+            },
+            U3: {("user_id", "u3"), ("email", "p3@x.com")},
+        },
+        moved=[(3, pid("device_id", "sd")), (4, U2), (5, U3)],
+    ),
+    Scenario(
+        "reassign off: a shared device stays with its first person",
         [
             ev(1000, anonymous_id="sa", device_id="sd"),
             ev(2000, "identify", user_id="u1", email="p1@x.com", anonymous_id="sa", device_id="sd"),
@@ -245,6 +271,7 @@ SCENARIOS = [
             (5, "anonymous_id", "sa", "limit:user_id"),
             (5, "device_id", "sd", "limit:user_id"),
         ],
+        rules={"types": {"device_id": {"reassign": False}, "anonymous_id": {"reassign": False}}},
     ),
     Scenario(
         "blocked values never become identifiers",
@@ -446,17 +473,17 @@ SCENARIOS = [
             pid("customer_number", "C-100"),
         ],
         profiles={
+            # a limit-1 type names a person like user_id: the browser a3 follows C-100, the
+            # customer most recently identified on it (issue 10, shared devices)
             pid("customer_number", "C-100"): {
                 ("customer_number", "C-100"),
                 ("anonymous_id", "a1"),
                 ("anonymous_id", "a2"),
-            },
-            pid("customer_number", "C-200"): {
-                ("customer_number", "C-200"),
                 ("anonymous_id", "a3"),
             },
+            pid("customer_number", "C-200"): {("customer_number", "C-200")},
         },
-        dropped=[(3, "anonymous_id", "a3", "limit:customer_number")],
+        moved=[(3, pid("customer_number", "C-200"))],
         rules={
             "types": {
                 "customer_number": {
@@ -484,6 +511,8 @@ def test_scenario(case: Scenario) -> None:
     assert merges == case.merges
     dropped = [(i, *d) for i, r in enumerate(run.results) for d in r.dropped]
     assert dropped == case.dropped
+    moved = [(i, p) for i, r in enumerate(run.results) for p in r.moved_from]
+    assert moved == case.moved
     for profile_id, expected in case.details.items():
         p = profile(run.store, profile_id)
         got = (p.first_seen_ms, p.last_seen_ms, p.merges, p.merged_from, p.merged_into, p.version)
@@ -588,8 +617,25 @@ def test_replaying_events_changes_nothing(case: Scenario) -> None:
     run = apply(case.events, rules)
     before = copy.deepcopy(run.store)
     again = apply(case.events, rules, run.store, first_version=1000)
-    assert run.store == before
-    assert all(not r.merges and not r.linked for r in again.results)
+    assert all(not r.merges and not r.linked and not r.moved_from for r in again.results)
+    took = {r.profile_id for r in run.results if r.moved_from}
+    assert_replayed(before, run.store, took)
+
+
+def assert_replayed(before: DictStore, after: DictStore, took: set[str]) -> None:
+    """Re-applied events change nothing, except this (issue 10): an old anonymous event of a
+    device that has since moved to a newer user lands on that user's profile, which may widen
+    its first/last seen. (Flink restores state before a replay, so exactly-once output is
+    unaffected: this is a duplicate applied on top of the final state.)"""
+    assert after.links == before.links
+    assert after.profiles.keys() == before.profiles.keys()
+    for key, data in before.profiles.items():
+        old, new = Profile.from_bytes(data), Profile.from_bytes(after.profiles[key])
+        if key[1] in took:
+            assert new.first_seen_ms <= old.first_seen_ms <= old.last_seen_ms <= new.last_seen_ms
+            old.first_seen_ms, old.last_seen_ms = new.first_seen_ms, new.last_seen_ms
+            old.version = new.version
+        assert new == old, key
 
 
 def test_replaying_a_generated_stream_changes_nothing() -> None:
@@ -608,14 +654,18 @@ def test_replaying_a_generated_stream_changes_nothing() -> None:
         assert isinstance(result, Accepted)
         row = result.row
         events.append((row["tenant_id"], extract_identifiers(row, rules), record.truth.event_ms))
+    took = set()
     for version, (tenant, ids, t) in enumerate(events, 1):
-        resolver.resolve(tenant, ids, t, f"m-{version}", version)
+        result = resolver.resolve(tenant, ids, t, f"m-{version}", version)
+        if result.moved_from:
+            took.add(result.profile_id)
+    assert took, "the stream's shared devices should move to their latest user"
     before = copy.deepcopy(store)
     assert len(before.profiles) > 100
     for version, (tenant, ids, t) in enumerate(events, 100_000):
         result = resolver.resolve(tenant, ids, t, f"m-{version}", version)
-        assert not result.merges and not result.linked
-    assert store == before
+        assert not result.merges and not result.linked and not result.moved_from
+    assert_replayed(before, store, took)
 
 
 ORDER_EVENTS = [
@@ -799,6 +849,14 @@ def test_default_rules() -> None:
         ("device_id", 3, 5, ("trim",), "device_id"),
         ("anonymous_id", 4, 5, ("trim",), "anonymous_id"),
     ]
+    # no limit has a period; shared devices and browsers follow the most recent user
+    assert [(t.period_ms, t.reassign) for t in rules.types] == [
+        (0, False),
+        (0, False),
+        (0, False),
+        (0, True),
+        (0, True),
+    ]
     assert (rules.max_identifiers, rules.max_merges) == (50, 25)
     assert (rules.alias_previous_id_type, rules.default_phone_region) == ("anonymous_id", "US")
     assert rules.alias == "ignore"
@@ -819,6 +877,17 @@ def test_overrides_change_priority_order() -> None:
         ),
         ({"types": {"email": {"limit": True}}}, "identity.types.email.limit: must be a positive"),
         ({"types": {"email": {"limit": "5"}}}, "identity.types.email.limit: must be a positive"),
+        (
+            {"types": {"phone": {"limit": "5 fortnightly"}}},
+            "identity.types.phone.limit: must be a positive integer, optionally with a period"
+            " (ever, daily, weekly, monthly, annually) such as '5 weekly', got '5 fortnightly'",
+        ),
+        ({"types": {"phone": {"limit": "0 weekly"}}}, "identity.types.phone.limit: must be"),
+        ({"types": {"phone": {"limit": "weekly"}}}, "identity.types.phone.limit: must be"),
+        (
+            {"types": {"device_id": {"reassign": "yes"}}},
+            "identity.types.device_id.reassign: must be true or false, got 'yes'",
+        ),
         (
             {"types": {"email": {"priority": -1}}},
             "identity.types.email.priority: must be a non-negative integer",
@@ -895,7 +964,7 @@ def test_profile_bytes_round_trip() -> None:
     )
     data = original.to_bytes()
     assert orjson.loads(data) == [
-        1,
+        2,
         "p-1",
         "acme",
         {"user_id": ["u1"], "email": ["a@x.com", "b@x.com"]},
@@ -905,8 +974,33 @@ def test_profile_bytes_round_trip() -> None:
         ["p-2", "p-3"],
         "",
         42,
+        {},
+        {},
     ]
     assert Profile.from_bytes(data) == original
+
+
+def test_profile_state_from_before_limit_periods_still_reads() -> None:
+    """A savepoint taken before issue 10 holds format 1 (no linked_ms, no claims): its values
+    count as linked at the profile's first seen, and the resolver keeps working on it."""
+    old = orjson.dumps(
+        [1, "p-1", TENANT, {"user_id": ["u1"], "email": ["a@x.com", "b@x.com"]}, 1000, 2000, 0,
+         [], "", 7]
+    )  # fmt: skip
+    restored = Profile.from_bytes(old)
+    assert restored.identifiers == {"user_id": ["u1"], "email": ["a@x.com", "b@x.com"]}
+    assert restored.linked_ms == {"user_id": [1000], "email": [1000, 1000]}
+    assert (restored.claims, restored.version, restored.last_seen_ms) == ({}, 7, 2000)
+    store = DictStore(
+        links={(TENANT, "user_id", "u1"): "p-1", (TENANT, "email", "a@x.com"): "p-1"},
+        profiles={(TENANT, "p-1"): old},
+    )
+    rules = IdentityRules.from_mapping({"types": {"email": {"limit": "2 daily"}}})
+    result = IdentityResolver(rules, store).resolve(
+        TENANT, [("user_id", "u1"), ("email", "c@x.com")], 1000 + 2 * 86_400_000, "m-9", 9
+    )
+    assert (result.profile_id, result.dropped) == ("p-1", ())  # a and b: two days old
+    assert profile(store, "p-1").linked_ms["email"] == [1000, 1000, 1000 + 2 * 86_400_000]
 
 
 def test_rules_and_profiles_pickle() -> None:
@@ -1166,11 +1260,22 @@ ALIAS_CASES = [
     ),
     (
         "merge_unidentified: two identified profiles stay apart",
-        MERGE_ALIAS,
+        {**MERGE_ALIAS, "types": {"anonymous_id": {"reassign": False}}},
         ALIAS_IDENTIFIED,
         {
             frozenset({("user_id", "u1"), ("anonymous_id", "anon-1")}),
             frozenset({("user_id", "u2"), ("anonymous_id", "anon-2")}),
+        },
+    ),
+    (
+        # with anonymous ids reassignable (the default), the alias is u2's later sighting of
+        # anon-1: the id moves to u2, and the two people are still never merged
+        "merge_unidentified, reassign: the id moves, the people stay apart",
+        MERGE_ALIAS,
+        ALIAS_IDENTIFIED,
+        {
+            frozenset({("user_id", "u1")}),
+            frozenset({("user_id", "u2"), ("anonymous_id", "anon-1"), ("anonymous_id", "anon-2")}),
         },
     ),
     (
@@ -1190,7 +1295,7 @@ ALIAS_CASES = [
 )
 def test_alias_semantics(name: str, rules: dict, events: list, want: set) -> None:
     compiled = IdentityRules.from_mapping(rules)
-    if name == "merge_unidentified: two identified profiles stay apart":
+    if events is ALIAS_IDENTIFIED and name.startswith("merge_unidentified"):
         # PostHog decides at alias time: had the alias come before anon-1 was identified,
         # anon-1 would have joined u2. The docs make this order-dependent, so one order only.
         assert partition(events, compiled) == want
@@ -1210,3 +1315,22 @@ def test_the_readme_settings_example_loads_and_blocks() -> None:
     row, _ = ev(1, email="Test@Example.com", phone="+14155550100")
     assert extract_identifiers(row, rules) == [("phone", "+14155550100")]
     assert next(t.limit for t in rules.types if t.name == "phone") == 3
+    anonymous = next(t for t in rules.types if t.name == "anonymous_id")
+    assert (anonymous.limit, anonymous.period_ms, anonymous.reassign) == (5, 7 * 86_400_000, True)
+
+
+def test_the_readme_shared_device_table() -> None:
+    """README, *Shared devices*: the iPad table, rows applied in its arrival order."""
+    hour = 3_600_000
+    events = [
+        ev(10 * hour, "identify", user_id="u1", device_id="ipad"),
+        ev(11 * hour, "identify", user_id="u2", device_id="ipad"),
+        ev(12 * hour, device_id="ipad"),
+        ev(9 * hour, "identify", user_id="u1", device_id="ipad"),  # arrives last
+    ]
+    run = apply(events, IdentityRules.default())
+    holders = [r.profile_id for r in run.results]
+    assert holders == [U1, U2, U2, U1]  # the old identify still resolves to u1's profile
+    assert run.store.links[(TENANT, "device_id", "ipad")] == U2
+    assert [r.moved_from for r in run.results] == [(), (U1,), (), ()]
+    assert all(not r.merges for r in run.results)

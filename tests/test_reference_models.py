@@ -16,6 +16,9 @@ from tests.reference_enrichment import (
     split_amount,
 )
 from tests.reference_identity import (
+    DAY_MS,
+    DEFAULT_TYPES,
+    IdentifierRule,
     IdentityRules,
     Merge,
     e164,
@@ -163,16 +166,40 @@ def test_merge_chain_oldest_wins_without_user_id_then_user_profile_wins():
     }
 
 
+SHARED_TABLET = [
+    ev("m1", 1000, user_id="u1", device_id="tablet"),
+    ev("m2", 2000, user_id="u2", device_id="tablet", anonymous_id="a2"),
+    ev("m3", 3000, device_id="tablet"),
+]
+
+
+def test_shared_device_follows_the_most_recent_identified_user():
+    out = expected_identity(SHARED_TABLET)
+    # m2 identifies u2 on the tablet after u1 was: the tablet moves to u2, nothing merges,
+    # and the later tablet-only event m3 goes to u2 (Segment: most recent identified user)
+    assert out.resolved == {"m1": P_U1, "m2": P_U2, "m3": P_U2}
+    assert out.profiles[(T, P_U1)].identifiers == {"user_id": {"u1"}}
+    assert out.profiles[(T, P_U2)].identifiers == {
+        "user_id": {"u2"},
+        "device_id": {"tablet"},
+        "anonymous_id": {"a2"},
+    }
+    assert out.links[(T, "device_id", "tablet")] == P_U2
+    assert out.merges == []
+
+
+def test_shared_device_by_event_time_not_arrival():
+    late = [SHARED_TABLET[1], SHARED_TABLET[0], SHARED_TABLET[2]]  # u1's (older) identify last
+    out = expected_identity(late)
+    assert out.links[(T, "device_id", "tablet")] == P_U2
+    assert out.profiles[(T, P_U1)].identifiers == {"user_id": {"u1"}}
+
+
 def test_shared_device_with_two_user_ids_does_not_merge():
-    out = expected_identity(
-        [
-            ev("m1", 1000, user_id="u1", device_id="tablet"),
-            ev("m2", 2000, user_id="u2", device_id="tablet", anonymous_id="a2"),
-            ev("m3", 3000, device_id="tablet"),
-        ]
-    )
-    # m2: {u2, tablet, a2} would join u1's profile -> drop tablet (the identifier causing it),
-    # keep a2 with u2
+    types = dict(DEFAULT_TYPES, device_id=IdentifierRule(3, 5), anonymous_id=IdentifierRule(4, 5))
+    out = expected_identity(SHARED_TABLET, IdentityRules(types=types))
+    # without moves, m2: {u2, tablet, a2} would join u1's profile -> drop tablet (the
+    # identifier causing it), keep a2 with u2
     assert out.resolved == {"m1": P_U1, "m2": P_U2, "m3": P_U1}
     assert out.profiles[(T, P_U2)].identifiers == {"user_id": {"u2"}, "anonymous_id": {"a2"}}
     assert out.profiles[(T, P_U1)].identifiers == {"user_id": {"u1"}, "device_id": {"tablet"}}
@@ -191,6 +218,23 @@ def test_sixth_email_is_dropped():
     assert profile.identifiers["email"] == {f"e{i}@x.example" for i in range(1, 6)}
     assert (T, "email", "e6@x.example") not in out.links
     assert profile.last_seen_ms == 6000
+
+
+def test_limit_with_a_period_counts_values_linked_within_it():
+    weekly = IdentityRules(types=dict(DEFAULT_TYPES, email=IdentifierRule(1, 2, 7 * DAY_MS)))
+    events = [
+        ev("m1", 0, "identify", user_id="u1", traits={"email": "a@x.example"}),
+        ev("m2", DAY_MS, "identify", user_id="u1", traits={"email": "b@x.example"}),
+        ev("m3", 2 * DAY_MS, "identify", user_id="u1", traits={"email": "c@x.example"}),
+        ev("m4", 9 * DAY_MS, "identify", user_id="u1", traits={"email": "d@x.example"}),
+        # late: three days in, a and b are within a week of it (d is six days after: counts)
+        ev("m5", 3 * DAY_MS, "identify", user_id="u1", traits={"email": "e@x.example"}),
+    ]
+    out = expected_identity(events, weekly)
+    assert out.profiles[(T, P_U1)].identifiers["email"] == {"a@x.example", "b@x.example",
+                                                            "d@x.example"}  # fmt: skip
+    assert set(out.resolved.values()) == {P_U1}
+    assert out.profiles[(T, P_U1)].linked_at[("email", "d@x.example")] == 9 * DAY_MS
 
 
 def test_merge_budget_rule():

@@ -11,7 +11,9 @@ identifier is linked to at most one live profile; an event whose identifiers are
 several profiles merges them into one winner. Limits (values per type, identifiers and merges
 per profile) and the hard rule "never merge two different user_ids" stop one shared or junk
 identifier from collapsing many people into a single profile: when an event would break a rule,
-its weakest identifiers are dropped, one at a time, until it does not.
+its weakest identifiers are dropped, one at a time, until it does not. A limit may have a
+period ("5 weekly", by event time), and a shared device or browser id follows the person most
+recently identified with it, by event time (`reassign`), so neither depends on arrival order.
 
 This runs once per event at stream rate, so the hot path is dict lookups and small sets:
 phonenumbers is called only when a phone is present (behind a bounded memo), and the JSON
@@ -42,7 +44,21 @@ ALIAS_MODES = ("ignore", "merge_unidentified")
 #: Row columns a type may read directly; anything else is a path into a JSON column.
 ROW_COLUMNS = ("user_id", "email", "phone", "device_id", "anonymous_id")
 JSON_COLUMNS = ("traits", "properties", "context")
-_PROFILE_FORMAT = 1  # first element of Profile.to_bytes, so the layout can evolve
+#: Limit periods (Segment's "5 weekly"): a value counts against its type's limit only when it
+#: was linked to the profile within one period of the event's own time, before or after (events
+#: arrive late, and a symmetric window makes "these two values are a period apart" the same in
+#: every arrival order). Event time, never the wall clock, so a replay decides the same.
+PERIODS_MS = {
+    "ever": 0,
+    "daily": 86_400_000,
+    "weekly": 7 * 86_400_000,
+    "monthly": 30 * 86_400_000,
+    "annually": 365 * 86_400_000,
+}
+_PROFILE_FORMAT = 2  # first element of Profile.to_bytes, so the layout can evolve
+_FORMAT_1_FIELDS = 9  # format 1 had no linked_ms and claims (state saved before limit periods)
+_NEVER = -(1 << 62)  # an event time before any real one: "no claim yet"
+_NO_CLAIMS: dict[str, int] = {}  # read-only default for a type without claims
 _UNKNOWN_PRIORITY = 1 << 30  # a type a profile holds but the rules no longer define
 _E164_MEMO_SIZE = 4096
 _MISSING = object()
@@ -56,14 +72,17 @@ _MISSING = object()
 # attributes.
 @dataclass(frozen=True)
 class IdentifierType:
-    """One kind of identifier: its strength, how many values a profile may hold, and where the
-    events row carries it."""
+    """One kind of identifier: its strength, how many values a profile may hold (per period),
+    where the events row carries it, and whether a value shared by two users follows the most
+    recent one."""
 
     name: str
     priority: int  # lower is stronger: wins ordering, is dropped last
-    limit: int  # distinct values one profile may hold
+    limit: int  # distinct values one profile may hold (linked within period_ms of an event)
     normalize: tuple[str, ...]  # applied in order; see NORMALIZERS
     source: str  # a ROW_COLUMNS name, or "<json column>.<key>[.<key>...]"
+    period_ms: int = 0  # 0: the limit counts every value ever linked ("ever")
+    reassign: bool = False  # a shared value moves to the user most recently seen with it
 
 
 DEFAULT_TYPES = (
@@ -72,8 +91,9 @@ DEFAULT_TYPES = (
     IdentifierType("phone", 2, 5, ("e164",), "phone"),
     # Device and anonymous ids are exact (only surrounding blanks trimmed): SDKs generate
     # them, so 'ABC' and 'abc' are two devices, and lower-casing them merged strangers.
-    IdentifierType("device_id", 3, 5, ("trim",), "device_id"),
-    IdentifierType("anonymous_id", 4, 5, ("trim",), "anonymous_id"),
+    # A shared device (or browser) follows the user most recently identified on it (Segment).
+    IdentifierType("device_id", 3, 5, ("trim",), "device_id", reassign=True),
+    IdentifierType("anonymous_id", 4, 5, ("trim",), "anonymous_id", reassign=True),
 )
 
 
@@ -110,7 +130,10 @@ class IdentityRules:
     _alias_plan: _Plan = field(init=False, repr=False, compare=False)
     _order: dict[str, tuple[int, str]] = field(init=False, repr=False, compare=False)
     _limits: dict[str, int] = field(init=False, repr=False, compare=False)
+    _periods: dict[str, int] = field(init=False, repr=False, compare=False)
     _hard_types: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _hard_set: frozenset[str] = field(init=False, repr=False, compare=False)
+    _reassign: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         types = tuple(sorted(self.types, key=lambda t: (t.priority, t.name)))
@@ -130,10 +153,14 @@ class IdentityRules:
         setter(self, "_alias_plan", next(p for p in plans if p.name == self.alias_previous_id_type))
         setter(self, "_order", {t.name: (t.priority, t.name) for t in types})
         setter(self, "_limits", {t.name: t.limit for t in types})
+        setter(self, "_periods", {t.name: t.period_ms for t in types if t.period_ms})
         # user_id never merges with a different user_id, whatever its limit; nor does any type
-        # a profile may hold only once.
+        # a profile may hold only once. These types name a person: an event carrying one is
+        # an identification, which is what claims a shared device.
         hard = tuple(t.name for t in types if t.name == "user_id" or t.limit == 1)
         setter(self, "_hard_types", hard)
+        setter(self, "_hard_set", frozenset(hard))
+        setter(self, "_reassign", frozenset(t.name for t in types if t.reassign))
 
     def _compile(self, t: IdentifierType) -> _Plan:
         blocked = self.blocked | self.blocked_by_type.get(t.name, frozenset())
@@ -175,7 +202,7 @@ _RULE_KEYS = (
     "alias_previous_id_type",
     "default_phone_region",
 )
-_TYPE_KEYS = ("priority", "limit", "normalize", "source")
+_TYPE_KEYS = ("priority", "limit", "normalize", "source", "reassign")
 
 
 def _int(value: Any, key: str, minimum: int) -> int:
@@ -183,6 +210,22 @@ def _int(value: Any, key: str, minimum: int) -> int:
         kind = "a positive integer" if minimum == 1 else "a non-negative integer"
         raise ValueError(f"{key}: must be {kind}, got {value!r}")
     return value
+
+
+def _limit(value: Any, key: str) -> tuple[int, int]:
+    """(count, period ms) from 5, "5 ever" or "5 weekly" (Segment's notation). A string
+    needs its period: a quoted bare number is more likely a templating slip than intent."""
+    if value.__class__ is int:
+        return _int(value, key, 1), 0
+    if isinstance(value, str):
+        count, _, period = value.strip().partition(" ")
+        period = period.strip().lower()
+        if count.isascii() and count.isdigit() and int(count) >= 1 and period in PERIODS_MS:
+            return int(count), PERIODS_MS[period]
+    raise ValueError(
+        f"{key}: must be a positive integer, optionally with a period"
+        f" ({', '.join(PERIODS_MS)}) such as '5 weekly', got {value!r}"
+    )
 
 
 def _mapping(value: Any, key: str) -> Mapping[str, Any]:
@@ -234,14 +277,13 @@ def _identifier_type(name: str, spec: Any, base: IdentifierType | None) -> Ident
         for required in ("source", "priority"):
             if required not in spec:
                 raise ValueError(f"{key}.{required}: required for a custom identifier type")
-    priority = base.priority if base else 0
-    limit = base.limit if base else 5
-    normalize = base.normalize if base else ("trim",)
-    source = base.source if base else ""
+        base = IdentifierType(name, 0, 5, ("trim",), "")
+    priority, limit, period = base.priority, base.limit, base.period_ms
+    normalize, source, reassign = base.normalize, base.source, base.reassign
     if "priority" in spec:
         priority = _int(spec["priority"], f"{key}.priority", 0)
     if "limit" in spec:
-        limit = _int(spec["limit"], f"{key}.limit", 1)
+        limit, period = _limit(spec["limit"], f"{key}.limit")
     if "normalize" in spec:
         ops = _strings(spec["normalize"], f"{key}.normalize")
         for op in ops:
@@ -253,7 +295,11 @@ def _identifier_type(name: str, spec: Any, base: IdentifierType | None) -> Ident
         normalize = tuple(ops)
     if "source" in spec:
         source = _source(spec["source"], f"{key}.source")
-    return IdentifierType(name, priority, limit, normalize, source)
+    if "reassign" in spec:
+        reassign = spec["reassign"]
+        if reassign.__class__ is not bool:
+            raise ValueError(f"{key}.reassign: must be true or false, got {reassign!r}")
+    return IdentifierType(name, priority, limit, normalize, source, period, reassign)
 
 
 def _rules_from_mapping(mapping: Mapping[str, Any]) -> IdentityRules:
@@ -419,6 +465,12 @@ class Profile:
 
     A profile that lost a merge keeps its fields (for audit and for rekeying downstream
     state) with merged_into set to the winner; no link points at it any more.
+
+    linked_ms runs parallel to identifiers: the event time each value was linked at, which a
+    limit with a period ("5 weekly") counts by. claims holds, for values of reassignable types
+    (type -> value -> ms), the latest event time this profile's user was identified with the
+    value: a shared device follows the most recent user by event time, not by arrival. (Nested
+    rather than "type:value" keys so the per-event check builds no strings.)
     """
 
     profile_id: str
@@ -430,6 +482,8 @@ class Profile:
     merged_from: list[str] = field(default_factory=list)  # their ids, in merge order
     merged_into: str = ""
     version: int = 0  # the caller's per-tenant sequence number of the last change
+    linked_ms: dict[str, list[int]] = field(default_factory=dict)  # parallel to identifiers
+    claims: dict[str, dict[str, int]] = field(default_factory=dict)  # type -> value -> ms
 
     def to_bytes(self) -> bytes:
         """Compact positional JSON for Flink state (no field names on every profile)."""
@@ -445,16 +499,64 @@ class Profile:
                 self.merged_from,
                 self.merged_into,
                 self.version,
+                self.linked_ms,
+                self.claims,
             ]
         )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Profile:
-        """The inverse of to_bytes."""
+        """The inverse of to_bytes. Reads format 1 too (a savepoint from before limit periods):
+        its values count as linked at the profile's first_seen, and it has no claims."""
         fmt, *fields = orjson.loads(data)
+        if fmt == 1 and len(fields) == _FORMAT_1_FIELDS:
+            profile = cls(*fields)
+            first = profile.first_seen_ms
+            profile.linked_ms = {t: [first] * len(v) for t, v in profile.identifiers.items()}
+            return profile
         if fmt != _PROFILE_FORMAT:
             raise ValueError(f"unknown profile format {fmt!r}")
         return cls(*fields)
+
+    def add(self, id_type: str, value: str, linked_ms: int) -> None:
+        """Append a value linked at linked_ms, unless the profile holds it already."""
+        values = self.identifiers.get(id_type)
+        if values is None:
+            self.identifiers[id_type] = [value]
+            self.linked_ms[id_type] = [linked_ms]
+        elif value not in values:
+            self._stamps_of(id_type).append(linked_ms)
+            values.append(value)
+
+    def _stamps_of(self, id_type: str) -> list[int]:
+        """The linked_ms list of a type, one per value (a profile built without them, as
+        tests and format 1 do, counts its values as linked at first_seen)."""
+        stamps = self.linked_ms.get(id_type)
+        count = len(self.identifiers.get(id_type, ()))
+        if stamps is None or len(stamps) != count:
+            stamps = self.linked_ms[id_type] = [self.first_seen_ms] * count
+        return stamps
+
+    def remove(self, id_type: str, value: str) -> None:
+        """Take a value off (a shared identifier moving to a more recent user's profile)."""
+        values = self.identifiers[id_type]
+        index = values.index(value)
+        del self._stamps_of(id_type)[index]
+        del values[index]
+        if not values:
+            del self.identifiers[id_type]
+            del self.linked_ms[id_type]
+        by_value = self.claims.get(id_type)
+        if by_value is not None:
+            by_value.pop(value, None)
+            if not by_value:
+                del self.claims[id_type]
+
+    def stamps(self, id_type: str) -> list[tuple[str, int]]:
+        """(value, linked_ms) of every value of a type."""
+        if id_type not in self.identifiers:
+            return []
+        return list(zip(self.identifiers.get(id_type, ()), self._stamps_of(id_type), strict=True))
 
 
 class IdentityStore(Protocol):
@@ -524,6 +626,7 @@ class Resolution:
     merges: tuple[Merge, ...] = ()
     dropped: tuple[tuple[str, str, str], ...] = ()  # (type, value, reason)
     linked: tuple[tuple[str, str], ...] = ()  # newly (re-)linked to profile_id, sorted
+    moved_from: tuple[str, ...] = ()  # profiles a shared identifier was taken from
 
 
 _UNRESOLVED = Resolution("")
@@ -579,15 +682,22 @@ class IdentityResolver:
             # The union is that profile, valid when it was built under these rules, so there
             # is nothing to check (measured: a third of the stage's time went to the check).
             profile = next(iter(profiles.values()))
-            if _touch(profile, event_time_ms):
+            changed = _touch(profile, event_time_ms)
+            if self._claim(profile, ids, event_time_ms):
+                changed = True
+            if self.rules._periods and self._seen_earlier(profile, ids, event_time_ms):
+                changed = True
+            if changed:
                 profile.version = version
                 store.put_profile(profile)
             return Resolution(profile.profile_id, (), (), ())
+        # A shared device held by another user's profile: moving it makes it new to this event.
+        origin = {i: link_of.pop(i) for i in self._moving(ids, link_of, profiles, event_time_ms)}
         while True:
             members = list(dict.fromkeys(link_of[i] for i in ids if i in link_of))
             if len(members) == 1 and all(i in link_of for i in ids):
                 break  # the union is one existing profile: nothing to check (see above)
-            reason = self._violation(ids, [profiles[p] for p in members], link_of)
+            reason = self._violation(ids, [profiles[p] for p in members], link_of, event_time_ms)
             if reason is None:
                 break
             id_type, value = ids.pop(_drop_index(ids, link_of, reason, self.rules._hard_types))
@@ -595,19 +705,24 @@ class IdentityResolver:
             if not ids:
                 return Resolution("", (), tuple(dropped), ())
 
+        moved_from = self._take_over(ids, origin, profiles, version) if origin else ()
         new_ids = [i for i in ids if i not in link_of]
         if not members:
-            return self._create(tenant_id, ids, event_time_ms, version, dropped)
+            created = self._create(tenant_id, ids, event_time_ms, version, dropped)
+            return _with_moves(created, moved_from)
         if len(members) == 1:
             profile = profiles[members[0]]
-            changed = self._link(profile, new_ids)
+            changed = self._link(profile, new_ids, event_time_ms)
             changed = _touch(profile, event_time_ms) or changed
+            changed = self._claim(profile, ids, event_time_ms) or changed
+            if self.rules._periods and self._seen_earlier(profile, ids, event_time_ms):
+                changed = True
             if changed:
                 profile.version = version
                 store.put_profile(profile)
             linked = tuple(sorted(new_ids, key=self.rules.sort_key))
-            return Resolution(profile.profile_id, (), tuple(dropped), linked)
-        return self._merge(
+            return Resolution(profile.profile_id, (), tuple(dropped), linked, moved_from)
+        merged = self._merge(
             tenant_id,
             ids,
             [profiles[p] for p in members],
@@ -618,12 +733,132 @@ class IdentityResolver:
             version,
             dropped,
         )
+        return _with_moves(merged, moved_from)
+
+    # -- shared identifiers (Segment: a shared device goes to the most recent identified user)
+
+    def _moving(
+        self,
+        ids: list[tuple[str, str]],
+        link_of: dict[tuple[str, str], str],
+        profiles: dict[str, Profile],
+        event_time_ms: int,
+    ) -> list[tuple[str, str]]:
+        """The event's reassignable identifiers to take from another user's profile.
+
+        Only an identification moves one: the event carries a person-defining value (user_id,
+        a limit-1 type) that the holder cannot take (it has another value of that type, up
+        to the limit), and the event is later than the holder's user was last identified
+        with the identifier. Ties stay with the holder. Deciding by event time, not arrival,
+        makes the final holder the user with the latest identification in any order.
+        """
+        rules = self.rules
+        reassign = rules._reassign
+        mine = [i for i in ids if i[0] in rules._hard_set]
+        if not mine or not reassign:
+            return []
+        moving = []
+        for ident in ids:
+            pid = link_of.get(ident)
+            if pid is None or ident[0] not in reassign:
+                continue
+            holder = profiles[pid]
+            claimed = holder.claims.get(ident[0], _NO_CLAIMS).get(ident[1], _NEVER)
+            if event_time_ms > claimed and self._other_person(holder, mine):
+                moving.append(ident)
+        return moving
+
+    def _other_person(self, holder: Profile, mine: list[tuple[str, str]]) -> bool:
+        """Whether the holder is someone else: joining it would take one of the event's
+        person-defining types past its limit."""
+        limits = self.rules._limits
+        for id_type in {t for t, _ in mine}:
+            held = holder.identifiers.get(id_type)
+            if held:
+                values = set(held).union(v for t, v in mine if t == id_type)
+                if len(values) > limits[id_type]:
+                    return True
+        return False
+
+    def _take_over(
+        self,
+        ids: list[tuple[str, str]],
+        origin: dict[tuple[str, str], str],
+        profiles: dict[str, Profile],
+        version: int,
+    ) -> tuple[str, ...]:
+        """Take the moving identifiers that survived the rules off their previous holders;
+        the holders' ids."""
+        moved_from: list[str] = []
+        for ident, pid in origin.items():
+            if ident in ids:
+                holder = profiles[pid]
+                holder.remove(*ident)
+                holder.version = version
+                self.store.put_profile(holder)
+                if pid not in moved_from:
+                    moved_from.append(pid)
+        return tuple(moved_from)
+
+    def _claim(self, profile: Profile, ids: list[tuple[str, str]], event_time_ms: int) -> bool:
+        """On an identification, record that the profile's user was seen with the event's
+        reassignable identifiers at event_time_ms (the latest time is kept); True if any
+        claim moved. Every identifier in `ids` is on the profile by now.
+
+        Runs for every event, so: one pass to find a person, no strings built."""
+        rules = self.rules
+        hard = rules._hard_set
+        for ident in ids:
+            if ident[0] in hard:
+                break
+        else:
+            return False
+        reassign = rules._reassign
+        claims = profile.claims
+        changed = False
+        for id_type, value in ids:
+            if id_type in reassign:
+                by_value = claims.get(id_type)
+                if by_value is None:
+                    claims[id_type] = {value: event_time_ms}
+                    changed = True
+                elif by_value.get(value, _NEVER) < event_time_ms:
+                    by_value[value] = event_time_ms
+                    changed = True
+        return changed
+
+    def _seen_earlier(
+        self, profile: Profile, ids: list[tuple[str, str]], event_time_ms: int
+    ) -> bool:
+        """Move a period type's link time back to this event when it is earlier; True if any
+        moved.
+
+        A value counts as linked since the earliest event that showed it on the profile, so
+        a late event (or one that merged an anonymous profile in) gives the same link time
+        in any arrival order. Only types with a period read link times, so only they are
+        kept exact.
+        """
+        periods = self.rules._periods
+        changed = False
+        for id_type, value in ids:
+            if id_type in periods:
+                values = profile.identifiers.get(id_type)
+                if values and value in values:
+                    stamps = profile._stamps_of(id_type)
+                    index = values.index(value)
+                    if stamps[index] > event_time_ms:
+                        stamps[index] = event_time_ms
+                        changed = True
+        return changed
+
+    # -- the rules
 
     def _violation(
         self,
         ids: list[tuple[str, str]],
         members: list[Profile],
         link_of: dict[tuple[str, str], str],
+        event_time_ms: int,
     ) -> str | None:
         """The first rule the would-be union breaks, as a drop reason; None when it is valid."""
         rules = self.rules
@@ -643,7 +878,16 @@ class IdentityResolver:
                 else:
                     have.add(ident[1])
         limits = rules._limits
-        over = [t for t, values in union.items() if len(values) > limits.get(t, len(values))]
+        periods = rules._periods
+        over = [
+            t
+            for t, values in union.items()
+            if len(values) > limits.get(t, len(values))
+            and (
+                t not in periods
+                or _over_in_period(t, ids, members, link_of, event_time_ms, limits[t], periods[t])
+            )
+        ]
         if over:
             return "limit:" + min(over, key=lambda t: rules.sort_key((t, "")))
         if sum(len(values) for values in union.values()) > rules.max_identifiers:
@@ -657,16 +901,13 @@ class IdentityResolver:
                     return "conflict:" + id_type
         return None
 
-    def _link(self, profile: Profile, new_ids: list[tuple[str, str]]) -> bool:
-        """Link identifiers to a profile (appending them to it); True if there were any."""
+    def _link(self, profile: Profile, new_ids: list[tuple[str, str]], linked_ms: int) -> bool:
+        """Link identifiers to a profile (appending them to it, linked at linked_ms); True if
+        there were any."""
         put_link = self.store.put_link
-        identifiers = profile.identifiers
+        add = profile.add
         for id_type, value in new_ids:
-            values = identifiers.get(id_type)
-            if values is None:
-                identifiers[id_type] = [value]
-            elif value not in values:
-                values.append(value)
+            add(id_type, value, linked_ms)
             put_link(profile.tenant_id, id_type, value, profile.profile_id)
         return bool(new_ids)
 
@@ -686,7 +927,8 @@ class IdentityResolver:
             event_time_ms,
             version=version,
         )
-        self._link(profile, ids)
+        self._link(profile, ids, event_time_ms)
+        self._claim(profile, ids, event_time_ms)
         self.store.put_profile(profile)
         return Resolution(profile.profile_id, (), tuple(dropped), tuple(ids))
 
@@ -711,10 +953,16 @@ class IdentityResolver:
         store = self.store
         merges: list[Merge] = []
         linked: list[tuple[str, str]] = []
+        put_link = store.put_link
         for loser in losers:
-            moved = [(t, v) for t, values in loser.identifiers.items() for v in values]
-            self._link(winner, moved)
+            moved = []
+            for id_type in loser.identifiers:
+                for value, stamp in loser.stamps(id_type):
+                    winner.add(id_type, value, stamp)  # keeps its own link time
+                    put_link(tenant_id, id_type, value, winner.profile_id)
+                    moved.append((id_type, value))
             linked.extend(moved)
+            _merge_claims(winner.claims, loser.claims)
             rekeyed = (loser.profile_id, *loser.merged_from)
             winner.merges += 1 + loser.merges
             winner.merged_from.extend(rekeyed)
@@ -736,9 +984,12 @@ class IdentityResolver:
                     rekeyed,
                 )
             )
-        self._link(winner, new_ids)
+        self._link(winner, new_ids, event_time_ms)
         linked.extend(new_ids)
         _touch(winner, event_time_ms)
+        self._claim(winner, ids, event_time_ms)
+        if self.rules._periods:
+            self._seen_earlier(winner, ids, event_time_ms)
         winner.version = version
         store.put_profile(winner)
         return Resolution(
@@ -792,6 +1043,56 @@ def _drop_index(
             if test(ids[index]):
                 return index
     return len(ids) - 1
+
+
+def _over_in_period(
+    id_type: str,
+    ids: list[tuple[str, str]],
+    members: list[Profile],
+    link_of: dict[tuple[str, str], str],
+    event_time_ms: int,
+    limit: int,
+    period_ms: int,
+) -> bool:
+    """Whether a type with a period ("5 weekly") goes over its limit at this event's time.
+
+    Only values linked within one period of the event count; the event's new values are
+    linked at its time, so they always count. Being over only counts when the event or the
+    merge adds to it: with a rolling window a profile can hold more than the limit inside one
+    window (values accepted a little less than a period apart on either side of it), and an
+    event in that window that brings no new value of the type must not be refused for it.
+    """
+    in_window: dict[str, int] = {}  # value -> link time (a value is on one member only)
+    largest = 0
+    for profile in members:
+        count = 0
+        for value, stamp in profile.stamps(id_type):
+            if abs(event_time_ms - stamp) < period_ms:
+                count += 1
+                in_window[value] = stamp
+        largest = max(largest, count)
+    for ident in ids:
+        if ident[0] == id_type and ident not in link_of:
+            in_window[ident[1]] = event_time_ms
+    return len(in_window) > limit and len(in_window) > largest
+
+
+def _merge_claims(into: dict[str, dict[str, int]], other: dict[str, dict[str, int]]) -> None:
+    """A merged profile's person was identified with each value at the later of both times."""
+    for id_type, by_value in other.items():
+        mine = into.setdefault(id_type, {})
+        for value, claimed in by_value.items():
+            if mine.get(value, _NEVER) < claimed:
+                mine[value] = claimed
+
+
+def _with_moves(resolution: Resolution, moved_from: tuple[str, ...]) -> Resolution:
+    """The resolution naming the profiles shared identifiers were taken from."""
+    if not moved_from:
+        return resolution
+    return Resolution(
+        resolution.profile_id, resolution.merges, resolution.dropped, resolution.linked, moved_from
+    )
 
 
 def _touch(profile: Profile, event_time_ms: int) -> bool:

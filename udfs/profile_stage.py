@@ -135,6 +135,8 @@ class ProfileStage(KeyedBroadcastProcessFunction):
         self.unknown_dimensions = group.counter("unknown_dimension_lookups")
         self.merges = group.counter("merges")
         self.dropped = group.counter("identifiers_dropped")
+        # shared devices taken over by a more recently identified user (README, "Identity")
+        self.moved = group.counter("identifiers_moved")
         self.unresolved = group.counter("events_without_identifiers")
         self.dimension_changes = group.counter("dimension_changes")
         self.busy_time = BusyTime(group)
@@ -212,7 +214,7 @@ class ProfileStage(KeyedBroadcastProcessFunction):
         merges: list[dict[str, Any]] = []
         aliases: list[dict[str, Any]] = []
         link_versions: dict[str, int] = {}
-        unknown = dropped = unresolved = 0
+        unknown = dropped = moved = unresolved = 0
         events = kafka_order(rows)
         for row in events:
             tenant = row["tenant_id"]
@@ -225,6 +227,7 @@ class ProfileStage(KeyedBroadcastProcessFunction):
             if not resolution.profile_id:
                 unresolved += 1
             dropped += len(resolution.dropped)
+            moved += len(resolution.moved_from)
             for id_type, id_value in resolution.linked:
                 link_versions[f"{tenant}{SEP}{id_type}{SEP}{id_value}"] = version
             for merge in resolution.merges:
@@ -254,6 +257,7 @@ class ProfileStage(KeyedBroadcastProcessFunction):
         self.unknown_dimensions.inc(unknown)
         self.merges.inc(len(merges))
         self.dropped.inc(dropped)
+        self.moved.inc(moved)
         self.unresolved.inc(unresolved)
         return {
             EVENTS_TABLE: events,
