@@ -26,8 +26,9 @@ sampling, checkpoint stats, Flink log findings):
    absolute snapshot of many events) and panes aggregate many rows, so "when did *this*
    event's effect become visible" can only be asked of an event that alone makes a key.
 3. Pure Flink SQL, the same cost windows over the same records (the Java-only upper bound):
-   the backlog's raw values, one per line, read from a file (filesystem connector, `raw`
-   format) on a local mini-cluster with the job's Flink settings, parsed with JSON_VALUE,
+   the backlog's raw values, produced (untimed) to a topic of a private Apache Kafka broker
+   and read back by Flink's Kafka connector (bounded at the latest offsets, `raw` format)
+   on a local mini-cluster with the job's Flink settings, parsed with JSON_VALUE,
    valid-looking `cost` rows kept, HOP windows 1h/1m and 5m/10s per tenant x service x
    currency (SUM billed/effective, COUNT). A baseline run only reads and parses. Reported:
    records/s from the last subtask RUNNING to the end of the job (as part 1's clock), and
@@ -51,13 +52,14 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from bench import ingest_bench
 from bench.ingest_bench import log, now_ms
-from tidemark import flink_rest, schema
+from tidemark import flink_rest, schema, topics
 from tidemark.config import Config, load_config
 from tidemark.demo import Expected, generate_stream
 from tidemark.freshness import (
@@ -71,6 +73,7 @@ from tidemark.gen import DEFAULT_START_MS, generate
 from tidemark.gen_dimensions import write_dimension_files
 from tidemark.produce import produce
 from tidemark.stack import flink
+from tidemark.stack.commands import start_stack, stop_stack
 
 TARGET_EVENTS_PER_SECOND = 20_000  # issue 4: the whole job, windows on
 TARGET_FRESHNESS_P95_MS = 2_000
@@ -398,7 +401,16 @@ SOURCE_DDL = f"""
       line STRING,
       ts AS {EVENT_TIME},
       WATERMARK FOR ts AS ts - INTERVAL '5' SECOND
-    ) WITH ('connector' = 'filesystem', 'path' = '{{path}}', 'format' = 'raw')"""
+    ) WITH (
+      'connector' = 'kafka',
+      'topic' = '{{topic}}',
+      'properties.bootstrap.servers' = '{{bootstrap}}',
+      'properties.group.id' = 'windows-bench-sql',
+      'properties.isolation.level' = 'read_committed',
+      'scan.startup.mode' = 'earliest-offset',
+      'scan.bounded.mode' = 'latest-offset',
+      'format' = 'raw'
+    )"""
 
 #: Valid-looking cost rows (the contract's required fields parse); not the full validator.
 COSTS_VIEW = f"""
@@ -480,9 +492,28 @@ class RunningWatch(threading.Thread):
                     self.running_ms = int(max(running))
 
 
-def sql_child(variant: str, data: Path, state_dir: Path) -> dict[str, Any]:
+@contextlib.contextmanager
+def sql_topic(data: Path, work: Path) -> Iterator[tuple[str, str]]:
+    """(bootstrap, topic): a private broker whose topic holds the file's records, one per
+    line; stopped on exit. Producing is not timed: the SQL job starts once it is done."""
+    from tests.support import stack_overrides
+
+    cfg = load_config(overrides=stack_overrides(work / "sql-stack"))
+    try:
+        start_stack(cfg, ["kafka"])
+        topics.ensure_topics(cfg)
+        with data.open("rb") as lines:
+            records = [(None, line.rstrip(b"\n")) for line in lines]
+        produce(cfg, records, total=len(records))
+        yield cfg.kafka_bootstrap, cfg.kafka.topic
+    finally:
+        stop_stack(cfg, ["kafka"])
+
+
+def sql_child(variant: str, bootstrap: str, topic: str, state_dir: Path) -> dict[str, Any]:
     """Run one variant on a mini-cluster in this process; return its measurements."""
     from jobs.environment import create_environment
+    from jobs.ingest import use_connector_jar
     from tests.support import free_ports
 
     began = time.perf_counter()
@@ -501,7 +532,8 @@ def sql_child(variant: str, data: Path, state_dir: Path) -> dict[str, Any]:
     # does not wait for one more checkpoint (up to an interval, 5 s) before the job ends: the
     # whole job's clock stops at its last output row, not at a checkpoint.
     config.set("execution.checkpointing.checkpoints-after-tasks-finish", "false")
-    t_env.execute_sql(SOURCE_DDL.format(path=data))
+    use_connector_jar(t_env, cfg)
+    t_env.execute_sql(SOURCE_DDL.format(topic=topic, bootstrap=bootstrap))
     t_env.execute_sql(COSTS_VIEW)
     out: dict[str, Any] = {"variant": variant}
     watch = RunningWatch(port)
@@ -549,7 +581,7 @@ def window_rows(stdout: str) -> dict[str, Any]:
     return {"windows_emitted": windows, "rows_kept": kept}
 
 
-def run_sql_variant(variant: str, data: Path, timeout: float) -> dict[str, Any]:
+def run_sql_variant(variant: str, source: tuple[str, str], timeout: float) -> dict[str, Any]:
     """One variant in a fresh interpreter (its own mini-cluster), as bench.window_choice."""
     from tidemark.run import python_path_env
 
@@ -557,7 +589,7 @@ def run_sql_variant(variant: str, data: Path, timeout: float) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=python_path_env())
     command = [
         sys.executable, "-m", "bench.windows_bench", "--child-sql", variant,
-        "--data", str(data), "--state-dir", str(state_dir),
+        "--bootstrap", source[0], "--topic", source[1], "--state-dir", str(state_dir),
     ]  # fmt: skip
     began = time.perf_counter()
     try:
@@ -583,9 +615,10 @@ def run_sql_variant(variant: str, data: Path, timeout: float) -> dict[str, Any]:
 def run_sql(data: Path, records: int, valid_costs: int, timeout: float) -> dict[str, Any]:
     """The parse-only baseline, then the windows; rates over RUNNING -> end of job (Flink's
     net runtime if the RUNNING time was not caught)."""
-    log(f"part 3: pure Flink SQL over {records:,} records in {data}")
-    parse = run_sql_variant("parse", data, timeout)
-    windows = run_sql_variant("windows", data, timeout)
+    log(f"part 3: pure Flink SQL over {records:,} records from Kafka")
+    with sql_topic(data, data.parent) as source:
+        parse = run_sql_variant("parse", source, timeout)
+        windows = run_sql_variant("windows", source, timeout)
     out: dict[str, Any] = {"records": records, "valid_cost_records": valid_costs,
                            "parse": parse, "windows": windows}  # fmt: skip
     if not (parse.get("ok") and windows.get("ok")):
@@ -832,7 +865,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--render", metavar="JSON", help="print the report of a saved bench/results file again"
     )
     parser.add_argument("--child-sql", choices=("parse", "windows"), help=argparse.SUPPRESS)
-    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
+    parser.add_argument("--topic", help=argparse.SUPPRESS)
     parser.add_argument("--state-dir", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -845,7 +879,7 @@ def main(argv: list[str] | None = None) -> int:
         print(render(report, saved["sql"], summary(report, saved["sql"])))
         return 0
     if args.child_sql:
-        result = sql_child(args.child_sql, Path(args.data), Path(args.state_dir))
+        result = sql_child(args.child_sql, args.bootstrap, args.topic, Path(args.state_dir))
         print("RESULT " + json.dumps(result), flush=True)
         return 0
 

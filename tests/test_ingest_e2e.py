@@ -32,3 +32,22 @@ def test_ingest_200k_matches_independent_expectation(stack_cfg):
         assert flink_rest.restarts(flink.rest_url(case.cfg), job_id) == 0
     finally:
         flink_rest.cancel(flink.rest_url(case.cfg), job_id)
+
+
+def test_ingest_without_profile_stage_validates_in_batches(stack_cfg):
+    """`ingest.profile_stage=false`: the batches are only validated (BatchValidation), and
+    still give exactly the valid distinct rows, the dead letters, and one dead-letter message
+    per malformed record."""
+    overrides = ["ingest.profile_stage=false"]
+    case = ingest_flow.new_case(stack_cfg, seed=12, count=20_000, extra_overrides=overrides)
+    ingest_flow.produce_all(case)
+    job_id = ingest_flow.start_job(case, extra_overrides=overrides)
+    try:
+        ingest_flow.wait_for_all_rows(case, job_id, timeout=180)
+        ingest_flow.assert_exact(case)
+        expected_dead = case.expected.counts()["dead_letters"]
+        assert expected_dead >= 50
+        keys = ingest_flow.dead_letter_topic_keys(case.cfg, expected_dead)
+        assert len(keys) == expected_dead
+    finally:
+        flink_rest.cancel(flink.rest_url(case.cfg), job_id)

@@ -159,6 +159,19 @@ def test_port_taken_by_foreign_listener(overrides: list[str], component: str) ->
     assert stack_status(cfg, [component])[0].state == "stopped"
 
 
+def test_kafka_controller_port_taken_names_its_setting(overrides: list[str]) -> None:
+    """The KRaft controller listens on a second port; a conflict there fails before the JVM
+    starts and names that port's own setting."""
+    cfg = load_config(overrides=overrides)
+    port = cfg.stack.kafka_controller_port
+    with socket.socket() as foreign:
+        foreign.bind(("127.0.0.1", port))
+        foreign.listen()
+        with pytest.raises(StackError, match=f"port {port} for kafka.*kafka_controller_port"):
+            start_stack(cfg, ["kafka"])
+    assert stack_status(cfg, ["kafka"])[0].state == "stopped"
+
+
 def test_missing_binary_gives_the_fix(overrides: list[str], tmp_path: Path) -> None:
     cfg = load_config(overrides=overrides)
     env = {**os.environ, "TIDEMARK_REDIS_SERVER": str(tmp_path / "nonexistent")}

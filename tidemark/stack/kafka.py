@@ -188,15 +188,16 @@ def daemon(cfg: Config) -> Daemon:
         health=lambda: metadata_ok(broker_port),
         start_timeout=60,
         stop_grace=15,  # a clean shutdown spares the next start a log recovery
+        other_ports=((controller_port(cfg), "stack.kafka_controller_port"),),
     )
 
 
 def start(cfg: Config) -> ComponentStatus:
     """Start the broker on its data directory (formatted on the first start)."""
-    if process.running_pid(daemon(cfg)) is None:
-        process.ensure_ports_free(NAME, {controller_port(cfg): "stack.kafka_controller_port"})
-    properties = prepare(cfg)
-    return process.start(daemon(cfg), java_argv(cfg, MAIN_CLASS, str(properties)))
+    broker = daemon(cfg)
+    if process.running_pid(broker) is not None:  # its files were written when it started
+        return process.status(broker, state_if_healthy="already running")
+    return process.start(broker, java_argv(cfg, MAIN_CLASS, str(prepare(cfg))))
 
 
 def stop(cfg: Config) -> ComponentStatus:

@@ -69,6 +69,13 @@ class Daemon:
     health: HealthCheck
     start_timeout: float = 30.0
     stop_grace: float = 10.0
+    #: any other port the daemon listens on, with its setting (a KRaft controller port)
+    other_ports: tuple[tuple[int, str], ...] = ()
+
+    @property
+    def ports(self) -> dict[int, str]:
+        """Every port the daemon owns -> the setting that chooses it."""
+        return {self.port: self.port_key, **dict(self.other_ports)}
 
     @property
     def log_path(self) -> Path:
@@ -303,7 +310,7 @@ def start(
     pid = running_pid(daemon)
     if pid is not None:
         return status(daemon, state_if_healthy="already running")
-    ensure_ports_free(daemon.name, {daemon.port: daemon.port_key})
+    ensure_ports_free(daemon.name, daemon.ports)
     began = time.monotonic()
     child = spawn(argv, daemon.log_path, env)
     daemon.pid_path.parent.mkdir(parents=True, exist_ok=True)
