@@ -59,7 +59,7 @@ from typing import Any
 
 from bench import ingest_bench
 from bench.ingest_bench import log, now_ms
-from tidemark import flink_rest, schema, topics
+from tidemark import flink_rest, jars, schema, topics
 from tidemark.config import Config, load_config
 from tidemark.demo import Expected, generate_stream
 from tidemark.freshness import (
@@ -513,7 +513,6 @@ def sql_topic(data: Path, work: Path) -> Iterator[tuple[str, str]]:
 def sql_child(variant: str, bootstrap: str, topic: str, state_dir: Path) -> dict[str, Any]:
     """Run one variant on a mini-cluster in this process; return its measurements."""
     from jobs.environment import create_environment
-    from jobs.ingest import use_connector_jar
     from tests.support import free_ports
 
     began = time.perf_counter()
@@ -523,6 +522,9 @@ def sql_child(variant: str, bootstrap: str, topic: str, state_dir: Path) -> dict
             f"stack.state_dir={state_dir}",
             f"flink.rest.bind-port={port}",
             f"flink.rest.port={port}",
+            # in the environment's own settings: a mini-cluster's table planner finds the
+            # connector only if the jar is there when the environment is made
+            f"flink.pipeline.jars={jars.connector_jar().resolve().as_uri()}",
         ]
     )
     _env, t_env = create_environment(cfg, f"windows-bench-sql-{variant}")
@@ -532,7 +534,6 @@ def sql_child(variant: str, bootstrap: str, topic: str, state_dir: Path) -> dict
     # does not wait for one more checkpoint (up to an interval, 5 s) before the job ends: the
     # whole job's clock stops at its last output row, not at a checkpoint.
     config.set("execution.checkpointing.checkpoints-after-tasks-finish", "false")
-    use_connector_jar(t_env, cfg)
     t_env.execute_sql(SOURCE_DDL.format(topic=topic, bootstrap=bootstrap))
     t_env.execute_sql(COSTS_VIEW)
     out: dict[str, Any] = {"variant": variant}
