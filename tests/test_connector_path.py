@@ -13,10 +13,11 @@ import time
 from datetime import UTC, datetime
 
 import orjson
+import pytest
 from pyflink.common import Row
 from pyflink.table import EnvironmentSettings, TableEnvironment
 
-from jobs.ingest import connector_source_ddl, dead_letter_sink_ddl
+from jobs.ingest import ID_COLUMNS_SQL, IDS_SQL, connector_source_ddl, dead_letter_sink_ddl
 from tidemark.config import load_config
 from udfs.connector_records import (
     RAW_LINE_SQL,
@@ -136,3 +137,33 @@ def test_batch_is_validated_into_tables_with_positions():
     ((key, value),) = [tuple(r) for r in dead_letter_records(tables["dead_letters"])]
     assert key == f"1:7:{dead['record_id']}"
     assert orjson.loads(value) == dead
+
+
+@pytest.mark.parametrize(
+    ("value", "ids"),
+    [
+        (b'{"tenant_id":"acme","message_id":"m-1"}', ("acme", "m-1")),
+        (b'{"message_id":"m-1","x":{"tenant_id":"no"},"tenant_id":"acme"}', ("acme", "m-1")),
+        (b'{"tenant_id":"acme","message_id":1234567}', ("acme", None)),
+        (b'{"tenant_id":"acme","message_id":""}', ("acme", None)),
+        (b'{"tenant_id":"acme","message_id":null}', ("acme", None)),
+        (b'{"tenant_id":"acme"}', ("acme", None)),
+        (  # a quoted id inside the other id's value is not taken for it
+            b'{"message_id":"x\\",\\"tenant_id\\":\\"evil","tenant_id":"t"}',
+            ("t", 'x\\",\\"tenant_id\\":\\"evil'),
+        ),
+        (b"{oops", (None, None)),
+        (b"[1, 2]", (None, None)),
+    ],
+)
+def test_dedup_ids_are_non_empty_json_strings_only(value, ids):
+    """Java dedups on these two columns: a missing, empty or non-string id must come out
+    NULL (that record skips dedup), and nothing nested or quoted may pass for an id."""
+    t_env = TableEnvironment.create(EnvironmentSettings.in_batch_mode())
+    literal = "X'" + value.hex() + "'"
+    query = (
+        f"SELECT {ID_COLUMNS_SQL} FROM (SELECT {IDS_SQL} AS ids FROM"
+        f" (SELECT CAST({literal} AS BYTES) AS `value`))"
+    )
+    (row,) = list(t_env.execute_sql(query).collect())
+    assert tuple(row) == ids
