@@ -189,19 +189,24 @@ def dimension_changes(t_env: StreamTableEnvironment, cfg: Config) -> DataStream:
     )
 
 
-def json_string_member(name: str) -> str:
-    """A Java regex whose group 1 is the (escaped) value of member `name` of a flat JSON
-    object, if that value is a non-empty string."""
-    return rf'(?:^\{{|,)"{name}":"((?:[^"\\]|\\.)+)"'
-
-
 #: The record's two ids as one small JSON object, from a single parse of `value`.
 IDS_SQL = "JSON_QUERY(CAST(`value` AS STRING), '$[''tenant_id'',''message_id'']')"
 
-#: tenant_id and message_id out of IDS_SQL's `ids`: NULL unless a non-empty JSON string.
+#: Each id of IDS_SQL's `ids` as JSON in a one-element array (`["m-1"]`, `[1234567]`,
+#: `[""]`, NULL if absent): a parse of the small object only, and it lets SQL tell a
+#: non-empty string, the only kind of id validation accepts, from anything else.
 ID_COLUMNS_SQL = (
-    f"REGEXP_EXTRACT(ids, '{json_string_member('tenant_id')}', 1) AS tenant_id,"
-    f" REGEXP_EXTRACT(ids, '{json_string_member('message_id')}', 1) AS message_id"
+    "JSON_QUERY(ids, '$.tenant_id' WITH UNCONDITIONAL ARRAY WRAPPER) AS tenant_id,"
+    " JSON_QUERY(ids, '$.message_id' WITH UNCONDITIONAL ARRAY WRAPPER) AS message_id"
+)
+
+#: True when both ids (as ID_COLUMNS_SQL gives them) are non-empty strings and the
+#: message_id is not over its limit (escapes count, so an id with many escaped characters
+#: near the limit skips dedup).
+HAS_IDS_SQL = (
+    "(SUBSTR(tenant_id, 1, 2) = '[\"' AND tenant_id <> '[\"\"]'"
+    " AND SUBSTR(message_id, 1, 2) = '[\"' AND message_id <> '[\"\"]'"
+    f" AND CHAR_LENGTH(message_id) <= {MAX_MESSAGE_ID_CHARS + 4})"
 )
 
 
@@ -220,10 +225,9 @@ def raw_batches(t_env: StreamTableEnvironment, cfg: Config) -> Table:
     t_env.get_config().set("table.exec.state.ttl", f"{cfg.ingest.dedup_horizon_seconds} s")
     t_env.execute_sql(connector_source_ddl(cfg))
     # Both ids in one parse of the record (JSON_QUERY builds the whole document, so a second
-    # call would parse it again; in a profile, parsing was most of the source task's CPU), as
-    # a small object such as {"message_id":"m-1","tenant_id":"acme"}. The regexes then take
-    # each id only if it is a non-empty JSON string, the only kind validation accepts; they
-    # cannot be fooled by the other id's value, where every quote is escaped.
+    # call would parse it again; in a JFR profile, parsing was most of the source task's
+    # CPU), as a small object such as {"message_id":"m-1","tenant_id":"acme"}. (REGEXP_EXTRACT
+    # on it was tried: it compiles its pattern on every call.)
     t_env.execute_sql(
         f"""
         CREATE TEMPORARY VIEW tidemark_ids AS
@@ -231,10 +235,7 @@ def raw_batches(t_env: StreamTableEnvironment, cfg: Config) -> Table:
         FROM (SELECT {RAW_LINE_SQL} AS line, pt, {IDS_SQL} AS ids FROM tidemark_kafka)
         """
     )
-    has_ids = (
-        "(tenant_id IS NOT NULL AND message_id IS NOT NULL"
-        f" AND CHAR_LENGTH(message_id) <= {MAX_MESSAGE_ID_CHARS})"
-    )
+    has_ids = HAS_IDS_SQL
     shard = f"MOD(ABS(HASH_CODE(COALESCE(tenant_id, ''))), {shards})"
     t_env.execute_sql(
         f"""

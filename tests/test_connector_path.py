@@ -17,7 +17,13 @@ import pytest
 from pyflink.common import Row
 from pyflink.table import EnvironmentSettings, TableEnvironment
 
-from jobs.ingest import ID_COLUMNS_SQL, IDS_SQL, connector_source_ddl, dead_letter_sink_ddl
+from jobs.ingest import (
+    HAS_IDS_SQL,
+    ID_COLUMNS_SQL,
+    IDS_SQL,
+    connector_source_ddl,
+    dead_letter_sink_ddl,
+)
 from tidemark.config import load_config
 from udfs.connector_records import (
     RAW_LINE_SQL,
@@ -142,28 +148,37 @@ def test_batch_is_validated_into_tables_with_positions():
 @pytest.mark.parametrize(
     ("value", "ids"),
     [
-        (b'{"tenant_id":"acme","message_id":"m-1"}', ("acme", "m-1")),
-        (b'{"message_id":"m-1","x":{"tenant_id":"no"},"tenant_id":"acme"}', ("acme", "m-1")),
-        (b'{"tenant_id":"acme","message_id":1234567}', ("acme", None)),
-        (b'{"tenant_id":"acme","message_id":""}', ("acme", None)),
-        (b'{"tenant_id":"acme","message_id":null}', ("acme", None)),
-        (b'{"tenant_id":"acme"}', ("acme", None)),
+        (b'{"tenant_id":"acme","message_id":"m-1"}', ('["acme"]', '["m-1"]', True)),
+        (
+            b'{"message_id":"m-1","x":{"tenant_id":"no"},"tenant_id":"acme"}',
+            ('["acme"]', '["m-1"]', True),
+        ),
+        (b'{"tenant_id":"acme","message_id":1234567}', ('["acme"]', "[1234567]", False)),
+        (b'{"tenant_id":"acme","message_id":"1234567"}', ('["acme"]', '["1234567"]', True)),
+        (b'{"tenant_id":"acme","message_id":""}', ('["acme"]', '[""]', False)),
+        (b'{"tenant_id":"acme","message_id":null}', ('["acme"]', None, None)),
+        (b'{"tenant_id":"acme"}', ('["acme"]', None, None)),
+        (
+            b'{"tenant_id":"acme","message_id":"' + b"m" * 129 + b'"}',
+            ('["acme"]', '["' + "m" * 129 + '"]', False),
+        ),
         (  # a quoted id inside the other id's value is not taken for it
             b'{"message_id":"x\\",\\"tenant_id\\":\\"evil","tenant_id":"t"}',
-            ("t", 'x\\",\\"tenant_id\\":\\"evil'),
+            ('["t"]', '["x\\",\\"tenant_id\\":\\"evil"]', True),
         ),
-        (b"{oops", (None, None)),
-        (b"[1, 2]", (None, None)),
+        (b"{oops", (None, None, None)),
+        (b"[1, 2]", (None, None, None)),
     ],
 )
 def test_dedup_ids_are_non_empty_json_strings_only(value, ids):
-    """Java dedups on these two columns: a missing, empty or non-string id must come out
-    NULL (that record skips dedup), and nothing nested or quoted may pass for an id."""
+    """Java dedups on these two columns only when HAS_IDS_SQL holds: a missing, empty,
+    non-string or over-long id must fail it (that record skips dedup, so it is validated and
+    dead-lettered), and nothing nested or quoted may pass for an id."""
     t_env = TableEnvironment.create(EnvironmentSettings.in_batch_mode())
     literal = "X'" + value.hex() + "'"
     query = (
-        f"SELECT {ID_COLUMNS_SQL} FROM (SELECT {IDS_SQL} AS ids FROM"
-        f" (SELECT CAST({literal} AS BYTES) AS `value`))"
+        f"SELECT tenant_id, message_id, {HAS_IDS_SQL} FROM (SELECT {ID_COLUMNS_SQL} FROM"
+        f" (SELECT {IDS_SQL} AS ids FROM (SELECT CAST({literal} AS BYTES) AS `value`)))"
     )
     (row,) = list(t_env.execute_sql(query).collect())
     assert tuple(row) == ids
