@@ -26,33 +26,12 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import pytest
 
+from tests.test_identity import ev  # an events row as validation builds it
 from udfs.identity import DictStore, IdentityResolver, IdentityRules, extract_identifiers
 
 TENANT = "acme"
-
-
-def ev(t: int, kind: str = "track", **fields: Any) -> tuple[dict[str, Any], int]:
-    """An events row as udfs.validation builds it, at event time t (epoch ms)."""
-    row: dict[str, Any] = {
-        "tenant_id": TENANT,
-        "message_id": f"m-{t}",
-        "type": kind,
-        "user_id": "",
-        "anonymous_id": "",
-        "previous_id": "",
-        "email": "",
-        "phone": "",
-        "device_id": "",
-        "traits": "{}",
-        "properties": "{}",
-        "context": "{}",
-    }
-    for key, value in fields.items():
-        row[key] = orjson.dumps(value).decode() if isinstance(value, dict) else value
-    return row, t
 
 
 Ids = frozenset[tuple[str, str]]
