@@ -11,7 +11,7 @@ The graph, and why each stage runs where it does (Python is the slow part, so Py
 each event once and everything stateful per event runs in Java):
 
     Flink's Kafka connector (KafkaSource, Java; offsets in checkpoints, read_committed)
-      -> dedup on the raw record's (tenant_id, message_id) (JSON_VALUE), keep first, state
+      -> dedup on the raw record's (tenant_id, message_id) (JSON_QUERY), keep first, state
          TTL = horizon; records without both ids pass undeduplicated (Flink SQL, Java)
       -> 1 s processing-time window collecting each identity shard's raw records into one
          string (Flink SQL, Java)
@@ -235,7 +235,6 @@ def raw_batches(t_env: StreamTableEnvironment, cfg: Config) -> Table:
         FROM (SELECT {RAW_LINE_SQL} AS line, pt, {IDS_SQL} AS ids FROM tidemark_kafka)
         """
     )
-    has_ids = HAS_IDS_SQL
     shard = f"MOD(ABS(HASH_CODE(COALESCE(tenant_id, ''))), {shards})"
     t_env.execute_sql(
         f"""
@@ -244,11 +243,11 @@ def raw_batches(t_env: StreamTableEnvironment, cfg: Config) -> Table:
         FROM (
           SELECT line, pt, tenant_id,
                  ROW_NUMBER() OVER (PARTITION BY tenant_id, message_id ORDER BY pt ASC) AS rn
-          FROM tidemark_ids WHERE {has_ids})
+          FROM tidemark_ids WHERE {HAS_IDS_SQL})
         WHERE rn = 1
         UNION ALL
         SELECT line, pt, {shard} AS shard
-        FROM tidemark_ids WHERE NOT COALESCE({has_ids}, FALSE)
+        FROM tidemark_ids WHERE NOT COALESCE({HAS_IDS_SQL}, FALSE)
         """
     )
     return t_env.sql_query(

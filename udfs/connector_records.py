@@ -88,6 +88,15 @@ def dumps_lines(rows: list[dict[str, Any]]) -> str:
     return "\n".join(orjson.dumps(r).decode() for r in rows)
 
 
+def table_batches(
+    tables: dict[str, list[dict[str, Any]]], window_start: str, shard: int
+) -> list[Row]:
+    """One (table, window_start, body, shard) batch per table that has rows."""
+    return [
+        Row(table, window_start, dumps_lines(rows), shard) for table, rows in tables.items() if rows
+    ]
+
+
 def dead_letter_records(rows: list[dict[str, Any]]) -> Iterator[Row]:
     """Each dead letter as a (key, value) record for the dead-letter topic."""
     for row in rows:
@@ -121,13 +130,10 @@ class BatchValidation(ProcessFunction):
 
     def process_element(self, value: Row, ctx: Any) -> Iterator[Any]:
         window_start, body, shard = value[0], value[1], value[2]
-        now_ms = int(time.time() * 1000)
-        for table, rows in validate_batch(self.topic, body, self.limits, now_ms).items():
-            if rows:
-                yield Row(table, window_start, dumps_lines(rows), shard)
-            if table == DEAD_LETTERS_TABLE:
-                for record in dead_letter_records(rows):
-                    yield self.dead_letter_output, record
+        tables = validate_batch(self.topic, body, self.limits, int(time.time() * 1000))
+        yield from table_batches(tables, window_start, shard)
+        for record in dead_letter_records(tables[DEAD_LETTERS_TABLE]):
+            yield self.dead_letter_output, record
 
 
 def to_change_row(value: bytes, meta: SourceMeta) -> Row:

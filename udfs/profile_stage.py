@@ -49,7 +49,7 @@ from udfs.connector_records import (
     DEAD_LETTER_OUTPUT_ID,
     DEAD_LETTERS_TABLE,
     dead_letter_records,
-    dumps_lines,
+    table_batches,
     validate_batch,
 )
 from udfs.dimensions import DimensionChange, Dimensions, parse_change
@@ -173,11 +173,7 @@ class ProfileStage(KeyedBroadcastProcessFunction):
         with self.busy_time.measure():
             tables = self.process_batch(body)
             dead_letters = tables.get(DEAD_LETTERS_TABLE, [])
-            out_rows = [
-                Row(table, window_start, dumps_lines(rows), shard)
-                for table, rows in tables.items()
-                if rows
-            ]
+            out_rows = table_batches(tables, window_start, shard)
         side = self.settings.side_output_tables
         for row in out_rows:
             if row[0] == LIVE_TABLE:
