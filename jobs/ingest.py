@@ -59,6 +59,7 @@ from udfs.connector_records import (
     DEAD_LETTER_RECORD_TYPE,
     DEAD_LETTERS_TABLE,
     DIMENSION_CHANGES,
+    RAW_BODY_SQL,
     RAW_LINE_SQL,
     BatchValidation,
     ChangeRecordValidator,
@@ -253,7 +254,7 @@ def raw_batches(t_env: StreamTableEnvironment, cfg: Config) -> Table:
     return t_env.sql_query(
         f"""
         SELECT CAST(window_start AS STRING) AS window_start,
-               ARRAY_JOIN(ARRAY_AGG(line), CHR(10)) AS body, shard
+               {RAW_BODY_SQL} AS body, shard
         FROM TABLE(TUMBLE(TABLE tidemark_rows, DESCRIPTOR(pt),
                           INTERVAL '{cfg.ingest.batch_max_seconds}' SECOND))
         GROUP BY shard, window_start, window_end

@@ -69,7 +69,7 @@ GROUP BY tenant_id, day, {_DIMS}
 """
 
 
-def touched_buckets(lines: Iterable[str]) -> dict[str, set[str]]:
+def touched_buckets(lines: Iterable[bytes | str]) -> dict[str, set[str]]:
     """tenant_id -> the hours ('YYYY-MM-DD hh:00:00', UTC) that a batch of cost_allocations
     JSON rows touches. usage_start is the validator's 'YYYY-MM-DD hh:mm:ss.fff' UTC text."""
     buckets: dict[str, set[str]] = {}

@@ -235,7 +235,7 @@ class RedisLiveWriter(MapFunction):
     def map(self, value: Row) -> int:
         total = 0
         with self.busy_time.measure():  # one payload per line: a batch's events, then its cost
-            for line in value[2].split("\n"):
+            for line in value[2].split(b"\n"):
                 written, skipped, appended, duplicates = self.write_payload(orjson.loads(line))
                 self.keys_written.inc(written)
                 self.stale_skipped.inc(skipped)

@@ -222,7 +222,7 @@ class RedisProfileWriter(MapFunction):
     def map(self, value: Row) -> int:
         with self.busy_time.measure():
             table, body = value[0], value[2]
-            rows = (orjson.loads(x) for x in body.split("\n"))
+            rows = (orjson.loads(x) for x in body.split(b"\n"))
             applied, skipped = self.write_rows(table, rows)
             self.keys_written.inc(applied)
             self.stale_skipped.inc(skipped)

@@ -117,7 +117,7 @@ def opened(
     return writer, context.metrics
 
 
-def event_lines(count: int) -> list[str]:
+def event_lines(count: int) -> list[bytes]:
     """Real validator rows for `count` distinct track events, as JSONEachRow lines."""
     lines = []
     for i in range(count):
@@ -132,7 +132,7 @@ def event_lines(count: int) -> list[str]:
         meta = SourceMeta("tidemark.events", i % 4, i, 1_793_491_200_500 + i)
         result = validate(orjson.dumps(payload), meta, ValidationLimits(), NOW_MS)
         assert isinstance(result, Accepted), result
-        lines.append(orjson.dumps(result.row).decode())
+        lines.append(orjson.dumps(result.row))
     return lines
 
 
@@ -185,7 +185,7 @@ def test_writes_every_line_in_chunks_of_batch_max_rows(
     writer, metrics = opened(open_writers, settings_for(cfg, batch_max_rows=5))
     lines = event_lines(23)
 
-    written = writer.map(Row("events", WINDOW, "\n".join(lines)))  # as ARRAY_JOIN hands it over
+    written = writer.map(Row("events", WINDOW, b"\n".join(lines)))  # one batch's bytes
 
     assert written == 23
     assert metrics.counters["rows_written"].count == 23

@@ -26,6 +26,7 @@ from jobs.ingest import (
 )
 from tidemark.config import load_config
 from udfs.connector_records import (
+    RAW_BODY_SQL,
     RAW_LINE_SQL,
     ChangeRecordValidator,
     dead_letter_records,
@@ -88,14 +89,15 @@ def test_change_record_is_passed_raw_or_dead_lettered():
     assert orjson.loads(bad[2])["reason_code"] == "invalid_dimension_change"
 
 
-def raw_line(partition: int, offset: int, timestamp_ms: int, value: bytes) -> str:
+def raw_line(partition: int, offset: int, timestamp_ms: int, value: bytes) -> bytes:
     """A raw batch line the way RAW_LINE_SQL builds it (checked against Flink below)."""
-    return f"{partition}\t{offset}\t{timestamp_ms}\t{base64.b64encode(value).decode()}"
+    return f"{partition}\t{offset}\t{timestamp_ms}\t{base64.b64encode(value).decode()}".encode()
 
 
-def test_raw_line_sql_is_what_python_decodes():
-    """Flink's SQL builds the line; Python's decoder must get the exact bytes back, including
-    newlines and bytes that are not UTF-8."""
+def test_raw_body_sql_is_what_python_decodes():
+    """Flink's SQL builds the lines and joins them into the batch's bytes; Python's decoder
+    must get each record's exact bytes back, including newlines and bytes that are not UTF-8,
+    and an absent value as empty."""
     t_env = TableEnvironment.create(EnvironmentSettings.in_batch_mode())
     value = b'{"a":\n"\xff"}'
     t_env.create_temporary_view(
@@ -103,27 +105,20 @@ def test_raw_line_sql_is_what_python_decodes():
         t_env.sql_query(
             "SELECT CAST(X'7b2261223a0a22ff227d' AS BYTES) AS `value`, 3 AS `partition`,"
             " CAST(42 AS BIGINT) AS `offset`, TO_TIMESTAMP_LTZ(1793527200250, 3) AS ts"
+            " UNION ALL SELECT CAST(NULL AS BYTES), 0, CAST(1 AS BIGINT), TO_TIMESTAMP_LTZ(0, 3)"
         ),
     )
-    (line,) = next(iter(t_env.execute_sql(f"SELECT {RAW_LINE_SQL} FROM kafka").collect()))
-    assert "\n" not in line
-    assert decode_raw_line(line) == (3, 42, 1793527200250, value)
-    (empty,) = next(
-        iter(
-            t_env.execute_sql(
-                f"SELECT {RAW_LINE_SQL} FROM (SELECT CAST(NULL AS BYTES) AS `value`,"
-                " 0 AS `partition`, CAST(1 AS BIGINT) AS `offset`,"
-                " TO_TIMESTAMP_LTZ(0, 3) AS ts)"
-            ).collect()
-        )
-    )
-    assert decode_raw_line(empty) == (0, 1, 0, b"")
+    query = f"SELECT {RAW_BODY_SQL} FROM (SELECT {RAW_LINE_SQL} AS line FROM kafka)"
+    (body,) = next(iter(t_env.execute_sql(query).collect()))
+    assert isinstance(body, bytes | bytearray), type(body)
+    decoded = sorted(decode_raw_line(line) for line in body.split(b"\n"))
+    assert decoded == [(0, 1, 0, b""), (3, 42, 1793527200250, value)]
 
 
 def test_batch_is_validated_into_tables_with_positions():
     limits = ValidationLimits()
     now_ms = int(time.time() * 1000)
-    body = "\n".join(
+    body = b"\n".join(
         [raw_line(3, 42, 1793527201000, EVENT), raw_line(1, 7, 1793527200000, b"{oops")]
     )
     tables = validate_batch("orders", body, limits, now_ms)

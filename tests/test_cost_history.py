@@ -114,7 +114,7 @@ def allocation_rows(rules: list[dict[str, Any]] = RULES) -> list[dict[str, Any]]
 def write(writer: ClickHouseBatchWriter, rows: list[dict[str, Any]], batch: int, tag: str) -> None:
     """Send rows in batches of `batch`, as the job's 1 s windows would (one window each)."""
     for start in range(0, len(rows), batch):
-        body = "\n".join(orjson.dumps(r).decode() for r in rows[start : start + batch])
+        body = b"\n".join(orjson.dumps(r) for r in rows[start : start + batch])
         writer.map(Row("cost_allocations", f"{tag}-{start}", body))
 
 

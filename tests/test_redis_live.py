@@ -199,12 +199,12 @@ def test_map_reads_the_payload_from_field_2_and_counts(writer, client):
     writer.notifications_appended, writer.duplicates_skipped = Counter(), Counter()
     writer.busy_time = BusyTime(Metrics())
     body = orjson.dumps(payload([profile(2, {"a": "1"}), profile(1, {"a": "0"})], [],
-                                [note(1)])).decode()  # fmt: skip
+                                [note(1)]))  # fmt: skip
     assert writer.map(Row("redis_live", 0, body)) == 2
     assert writer.map(Row("redis_live", 0, body)) == 1  # the same snapshot is rewritten
     assert writer.keys_written.count == 2 and writer.stale_skipped.count == 2
     assert writer.notifications_appended.count == 1 and writer.duplicates_skipped.count == 1
-    assert writer.map(Row("redis_live", 0, orjson.dumps({}).decode())) == 0
+    assert writer.map(Row("redis_live", 0, orjson.dumps({}))) == 0
 
 
 def test_a_retry_after_a_lost_reply_appends_nothing_twice(writer, client, monkeypatch):

@@ -4,13 +4,17 @@ The job reads Kafka through Flink's SQL Kafka connector (the FLIP-27 KafkaSource
 offsets live in Flink's checkpoints, partitions are discovered and split by Flink, and
 records arrive with their partition, offset and timestamp as metadata columns. Java then
 drops duplicates (on the raw record's `tenant_id` and `message_id`, pulled out with
-JSON_VALUE) and collects each shard's records of one second into one string (RAW_LINE_SQL
-per record, newline-joined). Python is entered once per batch, not once per record: the
-first thing the batch stage does is `validate_batch`, which turns that string into the rows
-of each table and the dead letters.
+JSON_QUERY) and collects each shard's records of one second into one byte string
+(RAW_LINE_SQL per record, newline-joined, UTF-8). Python is entered once per batch, not once
+per record: the first thing the batch stage does is `validate_batch`, which turns those bytes
+into the rows of each table and the dead letters.
 
-Why one string and not an array of rows: PyFlink converts a batch's fields one by one, so a
-single string crosses into Python at the cost of one copy, whatever the batch holds.
+Why one byte string and not an array of rows: PyFlink converts a batch's fields one by one,
+so a single value crosses into Python at the cost of one copy, whatever the batch holds. Why
+bytes and not a Java String: Flink serializes a String char by char (StringValue) wherever it
+crosses between tasks or into Python, and in a JFR profile that was a large share of the
+writer thread's time on multi-megabyte batches; a byte[] is copied whole. The batches Python
+hands on (BATCH_TYPE) are bytes for the same reason, and the sinks want bytes anyway.
 """
 
 from __future__ import annotations
@@ -41,35 +45,36 @@ RAW_LINE_SQL = (
     " COALESCE(TO_BASE64(`value`), ''))"
 )
 
-#: A raw batch as the window hands it over: (window_start, newline-joined raw lines, shard).
-RAW_BATCH_TYPE = Types.ROW_NAMED(
-    ["window_start", "body", "shard"], [Types.STRING(), Types.STRING(), Types.INT()]
-)
+#: A raw batch's body: the `line`s of one group (RAW_LINE_SQL), newline-joined, as UTF-8 bytes.
+RAW_BODY_SQL = "CAST(ARRAY_JOIN(ARRAY_AGG(line), CHR(10)) AS BYTES)"
 
-#: (table, window_start, body, shard): the batches the writers take (newline-joined JSON rows).
+#: (table, window_start, body, shard): the batches the writers take (newline-joined JSON rows,
+#: UTF-8 bytes).
 BATCH_TYPE = Types.ROW_NAMED(
     ["target", "window_start", "body", "shard"],
-    [Types.STRING(), Types.STRING(), Types.STRING(), Types.INT()],
+    [Types.STRING(), Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.INT()],
 )
 
 #: The side output carrying each dead letter once more, as (key, value), to the transactional
 #: dead-letter topic sink. Dead letters are rare, so one Python output each costs little.
 DEAD_LETTER_OUTPUT_ID = "dead-letter-records"
-DEAD_LETTER_RECORD_TYPE = Types.ROW_NAMED(["key", "value"], [Types.STRING(), Types.STRING()])
+DEAD_LETTER_RECORD_TYPE = Types.ROW_NAMED(
+    ["key", "value"], [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())]
+)
 
 
-def decode_raw_line(line: str) -> tuple[int, int, int, bytes]:
+def decode_raw_line(line: bytes) -> tuple[int, int, int, bytes]:
     """(partition, offset, timestamp ms, value) of one line built by RAW_LINE_SQL."""
-    partition, offset, timestamp_ms, value = line.split("\t")
+    partition, offset, timestamp_ms, value = line.split(b"\t")
     return int(partition), int(offset), int(timestamp_ms), base64.b64decode(value)
 
 
 def validate_batch(
-    topic: str, body: str, limits: ValidationLimits, now_ms: int
+    topic: str, body: bytes, limits: ValidationLimits, now_ms: int
 ) -> dict[str, list[dict[str, Any]]]:
     """The rows of each table (events, cost_records, dead_letters) of one raw batch."""
     tables: dict[str, list[dict[str, Any]]] = {DEAD_LETTERS_TABLE: []}
-    for line in body.split("\n"):
+    for line in body.split(b"\n"):
         partition, offset, timestamp_ms, value = decode_raw_line(line)
         result = validate(value, SourceMeta(topic, partition, offset, timestamp_ms), limits, now_ms)
         table = result.table if isinstance(result, Accepted) else DEAD_LETTERS_TABLE
@@ -83,9 +88,9 @@ def dead_letter_key(row: dict[str, Any]) -> str:
     return f"{row['source_partition']}:{row['source_offset']}:{row['record_id']}"
 
 
-def dumps_lines(rows: list[dict[str, Any]]) -> str:
+def dumps_lines(rows: list[dict[str, Any]]) -> bytes:
     """Rows as newline-joined JSON, ready for FORMAT JSONEachRow."""
-    return "\n".join(orjson.dumps(r).decode() for r in rows)
+    return b"\n".join(map(orjson.dumps, rows))
 
 
 def table_batches(
@@ -100,7 +105,7 @@ def table_batches(
 def dead_letter_records(rows: list[dict[str, Any]]) -> Iterator[Row]:
     """Each dead letter as a (key, value) record for the dead-letter topic."""
     for row in rows:
-        yield Row(dead_letter_key(row), orjson.dumps(row).decode())
+        yield Row(dead_letter_key(row), orjson.dumps(row))
 
 
 def epoch_millis(instant: Any) -> int:
@@ -143,8 +148,8 @@ def to_change_row(value: bytes, meta: SourceMeta) -> Row:
         parse_change(value)
     except ValueError as exc:
         rejected = reject_raw(value, meta, INVALID_DIMENSION_CHANGE, str(exc))
-        return Row(DEAD_LETTERS_TABLE, "", orjson.dumps(rejected.row).decode(), 0)
-    return Row(DIMENSION_CHANGES, "", value.decode(), 0)
+        return Row(DEAD_LETTERS_TABLE, "", orjson.dumps(rejected.row), 0)
+    return Row(DIMENSION_CHANGES, "", value, 0)
 
 
 class ChangeRecordValidator(MapFunction):

@@ -159,7 +159,7 @@ class ProfileStage(KeyedBroadcastProcessFunction):
     def process_broadcast_element(self, value: Row, ctx: Any) -> None:
         state = ctx.get_broadcast_state(CHANGES_DESCRIPTOR)
         self._replay_changes(state)
-        raw = value[2]  # the reader's (target, dedup_key, line): line is the raw change
+        raw = value[2].decode()  # a (dimension_changes, "", raw change, 0) batch row
         change = parse_change(raw)
         state.put(f"{change.dimension}{SEP}{change.key_string}{SEP}{change.valid_from_ms}", raw)
         self._apply_change(change)
@@ -185,7 +185,7 @@ class ProfileStage(KeyedBroadcastProcessFunction):
         for record in dead_letter_records(dead_letters):
             yield self.dead_letter_output, record
 
-    def process_batch(self, body: str) -> dict[str, list[dict[str, Any]]]:
+    def process_batch(self, body: bytes) -> dict[str, list[dict[str, Any]]]:
         """Validate a raw batch, then enrich, resolve and window what it holds: every output
         table's rows (see the module docstring)."""
         s = self.settings
