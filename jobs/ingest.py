@@ -211,6 +211,12 @@ HAS_IDS_SQL = (
 )
 
 
+def batch_interval_sql(seconds: float) -> str:
+    """The batching window as a Flink SQL interval, to the millisecond (Flink's SQL has no
+    MILLISECOND interval unit; fractional seconds it takes)."""
+    return f"INTERVAL '{seconds:.3f}' SECOND"
+
+
 def raw_batches(t_env: StreamTableEnvironment, cfg: Config) -> Table:
     """The source topic, deduplicated, as one raw batch per identity shard per window.
 
@@ -256,7 +262,7 @@ def raw_batches(t_env: StreamTableEnvironment, cfg: Config) -> Table:
         SELECT CAST(window_start AS STRING) AS window_start,
                {RAW_BODY_SQL} AS body, shard
         FROM TABLE(TUMBLE(TABLE tidemark_rows, DESCRIPTOR(pt),
-                          INTERVAL '{cfg.ingest.batch_max_seconds}' SECOND))
+                          {batch_interval_sql(cfg.ingest.batch_max_seconds)}))
         GROUP BY shard, window_start, window_end
         """
     )

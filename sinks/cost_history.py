@@ -19,7 +19,7 @@ not keep the cost; days are summed from the hours, zero rows included, so they f
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -31,6 +31,11 @@ DIMENSIONS = ("currency", "team", "feature", "customer", "service")
 _DIMS = ", ".join(DIMENSIONS)
 _SUMS = "billed_cost, effective_cost, usage_quantity"
 
+# Every statement covers all the tenants of a batch at once: in a profile of the windows bench,
+# one hourly and one daily statement per tenant per batch were 64% of ClickHouse's time (about
+# 50 and 20 ms each, mostly fixed cost), and made the writer the job's bottleneck.
+_HOURS = "{hours:Array(Tuple(String, DateTime('UTC')))}"  # (tenant_id, hour) buckets
+
 _HOURLY = f"""
 INSERT INTO cost_hourly (tenant_id, hour, {_DIMS}, {_SUMS}, allocations, version)
 WITH fresh AS (
@@ -38,10 +43,9 @@ WITH fresh AS (
            sum(billed_cost) AS billed_cost, sum(effective_cost) AS effective_cost,
            sum(usage_quantity) AS usage_quantity, count() AS allocations,
            max(toUInt64(toUnixTimestamp64Milli(max(ingested_at))))
-               OVER (PARTITION BY hour) AS version
+               OVER (PARTITION BY tenant_id, hour) AS version
     FROM cost_allocations FINAL
-    WHERE tenant_id = {{tenant:String}}
-      AND toStartOfHour(usage_start) IN {{hours:Array(DateTime('UTC'))}}
+    WHERE (tenant_id, toStartOfHour(usage_start)) IN {_HOURS}
     GROUP BY tenant_id, hour, {_DIMS}
 )
 SELECT tenant_id, hour, {_DIMS}, {_SUMS}, allocations, version FROM fresh
@@ -50,21 +54,22 @@ SELECT old.tenant_id, old.hour, {", ".join(f"old.{d}" for d in DIMENSIONS)},
        toDecimal128(0, 12), toDecimal128(0, 12), toDecimal128(0, 12), toUInt64(0), v.version
 FROM (
     SELECT tenant_id, hour, {_DIMS} FROM cost_hourly FINAL
-    WHERE tenant_id = {{tenant:String}} AND hour IN {{hours:Array(DateTime('UTC'))}}
-      AND allocations > 0
+    WHERE (tenant_id, hour) IN {_HOURS} AND allocations > 0
 ) AS old
-INNER JOIN (SELECT DISTINCT hour, version FROM fresh) AS v ON v.hour = old.hour
+INNER JOIN (SELECT DISTINCT tenant_id, hour, version FROM fresh) AS v
+    ON v.tenant_id = old.tenant_id AND v.hour = old.hour
 LEFT ANTI JOIN fresh AS f
-    ON f.hour = old.hour AND {" AND ".join(f"f.{d} = old.{d}" for d in DIMENSIONS)}
+    ON f.tenant_id = old.tenant_id AND f.hour = old.hour
+   AND {" AND ".join(f"f.{d} = old.{d}" for d in DIMENSIONS)}
 """
 
 _DAILY = f"""
 INSERT INTO cost_daily (tenant_id, day, {_DIMS}, {_SUMS}, allocations, version)
 SELECT tenant_id, toDate(hour) AS day, {_DIMS},
        sum(billed_cost), sum(effective_cost), sum(usage_quantity), sum(allocations),
-       max(max(version)) OVER (PARTITION BY day)
+       max(max(version)) OVER (PARTITION BY tenant_id, day)
 FROM cost_hourly FINAL
-WHERE tenant_id = {{tenant:String}} AND toDate(hour) IN {{days:Array(Date)}}
+WHERE (tenant_id, toDate(hour)) IN {{days:Array(Tuple(String, Date))}}
 GROUP BY tenant_id, day, {_DIMS}
 """
 
@@ -80,9 +85,13 @@ def touched_buckets(lines: Iterable[bytes | str]) -> dict[str, set[str]]:
 
 
 def refresh(client: Any, buckets: dict[str, set[str]]) -> None:
-    """Recompute the given hours, then their days, of each tenant (idempotent)."""
-    for tenant, hours in sorted(buckets.items()):
-        ordered: Sequence[str] = sorted(hours)
-        client.command(_HOURLY, parameters={"tenant": tenant, "hours": ordered})
-        days = sorted({hour[:10] for hour in ordered})
-        client.command(_DAILY, parameters={"tenant": tenant, "days": days})
+    """Recompute the given hours, then their days, of every tenant given (idempotent): two
+    statements, whatever the number of tenants."""
+    hours = sorted(
+        (tenant, hour) for tenant, tenant_hours in buckets.items() for hour in tenant_hours
+    )
+    if not hours:
+        return
+    client.command(_HOURLY, parameters={"hours": hours})
+    days = sorted({(tenant, hour[:10]) for tenant, hour in hours})
+    client.command(_DAILY, parameters={"days": days})

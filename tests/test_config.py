@@ -88,6 +88,11 @@ def test_overrides_apply_and_coerce_types() -> None:
     assert cfg.ingest.batch_max_seconds == 1
 
 
+def test_batch_window_takes_fractions_of_a_second() -> None:
+    assert load_config(overrides=["ingest.batch_max_seconds=0.25"]).ingest.batch_max_seconds == 0.25
+    assert load_config(overrides=["ingest.batch_max_seconds=2"]).ingest.batch_max_seconds == 2.0
+
+
 def test_yaml_scalars_coerce_to_the_declared_type(tmp_path: Path) -> None:
     path = write(tmp_path, "kafka:\n  topic: 123\n  partitions: '6'\nclickhouse:\n  password:\n")
     cfg = load_config(path)
@@ -108,6 +113,11 @@ def test_yaml_scalars_coerce_to_the_declared_type(tmp_path: Path) -> None:
         ("kafka.partitions=four", "kafka.partitions: expected an integer, got 'four'"),
         ("stack.kafka_port=1.5", "stack.kafka_port: expected an integer"),
         ("ingest.batch_max_rows=0", "ingest.batch_max_rows: must be positive, got 0"),
+        ("ingest.batch_max_seconds=fast", "ingest.batch_max_seconds: expected a number"),
+        ("ingest.batch_max_seconds=0", "ingest.batch_max_seconds: must be a whole number of ms"),
+        ("ingest.batch_max_seconds=0.0005", "ingest.batch_max_seconds: must be a whole number"),
+        ("ingest.batch_max_seconds=0.2505", "ingest.batch_max_seconds: must be a whole number"),
+        ("ingest.batch_max_seconds=61", "from 0.01 to 60 s, got 61"),
         ("kafka.max_poll_records=-2", "kafka.max_poll_records: must be positive, got -2"),
         ("kafka.reader_slots=2", "unknown key 'kafka.reader_slots'"),
         ("stack.taskmanagers=0", "stack.taskmanagers: must be positive"),

@@ -21,6 +21,7 @@ from jobs.ingest import (
     HAS_IDS_SQL,
     ID_COLUMNS_SQL,
     IDS_SQL,
+    batch_interval_sql,
     connector_source_ddl,
     dead_letter_sink_ddl,
 )
@@ -177,3 +178,18 @@ def test_dedup_ids_are_non_empty_json_strings_only(value, ids):
     )
     (row,) = list(t_env.execute_sql(query).collect())
     assert tuple(row) == ids
+
+
+@pytest.mark.parametrize(("seconds", "width_ms"), [(0.25, 250), (1.0, 1000), (2.5, 2500)])
+def test_batch_interval_sql_gives_windows_of_that_width(seconds: float, width_ms: int):
+    """ingest.batch_max_seconds may be a fraction; Flink must make windows that wide."""
+    t_env = TableEnvironment.create(EnvironmentSettings.in_batch_mode())
+    t_env.create_temporary_view(
+        "single_row", t_env.sql_query("SELECT TO_TIMESTAMP_LTZ(1793527200100, 3) AS ts")
+    )
+    query = (
+        "SELECT window_start, window_end, COUNT(*) FROM TABLE(TUMBLE(TABLE single_row,"
+        f" DESCRIPTOR(ts), {batch_interval_sql(seconds)})) GROUP BY window_start, window_end"
+    )
+    ((start, end, count),) = [tuple(r) for r in t_env.execute_sql(query).collect()]
+    assert count == 1 and (end - start).total_seconds() * 1000 == width_ms

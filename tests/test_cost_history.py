@@ -98,14 +98,16 @@ def writer(database: tuple[Config, Client]) -> Iterator[ClickHouseBatchWriter]:
     writer.close()
 
 
-def allocation_rows(rules: list[dict[str, Any]] = RULES) -> list[dict[str, Any]]:
+def allocation_rows(
+    rules: list[dict[str, Any]] = RULES, tenant: str = "acme"
+) -> list[dict[str, Any]]:
     """The job's path for the file: focus records -> validator -> attribution rows."""
     stage = ProfileStage.__new__(ProfileStage)  # only allocate_costs, which needs the rules
     stage.attribution = AttributionRules.from_rows(rules)
     records = []
     for offset, row in enumerate(iter_focus_rows(EXCERPT)):
         meta = SourceMeta("tidemark.events", 0, offset, NOW_MS)
-        result = validate(orjson.dumps(focus_record(row, "acme")), meta, ValidationLimits(), NOW_MS)
+        result = validate(orjson.dumps(focus_record(row, tenant)), meta, ValidationLimits(), NOW_MS)
         assert isinstance(result, Accepted), result
         records.append(result.row)
     return stage.allocate_costs(records)
@@ -139,11 +141,14 @@ def expected_from_csv(
     return {key: (b, e, n) for key, (b, e, n) in sums.items()}
 
 
-def stored(client: Client, bucket: str) -> dict[Key, tuple[Decimal, Decimal, int]]:
+def stored(
+    client: Client, bucket: str, tenant: str = "acme"
+) -> dict[Key, tuple[Decimal, Decimal, int]]:
     table = "cost_hourly_current" if bucket == "hour" else "cost_daily_current"
     rows = client.query(
         f"SELECT toString({bucket}), team, service, billed_cost, effective_cost, allocations"
-        f" FROM {table} WHERE tenant_id = 'acme'"
+        f" FROM {table} WHERE tenant_id = {{tenant:String}}",
+        parameters={"tenant": tenant},
     ).result_rows
     assert len(rows) == len({tuple(r[:3]) for r in rows}), "one row per key"
     return {(w, t, s): (b, e, n) for w, t, s, b, e, n in rows}
@@ -249,3 +254,39 @@ def test_migration_backfills_history_from_existing_allocations(
     finally:
         client.command(f"DROP DATABASE IF EXISTS {name}")
         client.close()
+
+
+def test_tenants_in_one_batch_are_refreshed_apart(
+    database: tuple[Config, Client], writer: ClickHouseBatchWriter
+) -> None:
+    """One refresh statement covers every tenant of a batch: the same hours of two tenants,
+    interleaved in the same batches, must each sum to their own file, and a re-attribution
+    in one tenant must zero that tenant's old key only."""
+    _, client = database
+    acme, globex = allocation_rows(), allocation_rows(tenant="globex")
+    mixed = [row for pair in zip(acme, globex, strict=True) for row in pair]
+    write(writer, mixed, batch=10, tag="load")
+    for tenant in ("acme", "globex"):
+        assert stored(client, "hour", tenant) == expected_from_csv("hour"), tenant
+        assert stored(client, "day", tenant) == expected_from_csv("day"), tenant
+
+    rerun = allocation_rows([{**RULES[0], "team": "platform"}], tenant="globex")
+    write(writer, [*acme[:3], *rerun], batch=len(rerun) + 3, tag="rerun")  # one batch, both
+    assert stored(client, "hour", "acme") == expected_from_csv("hour")
+    for bucket in ("hour", "day"):
+        assert stored(client, bucket, "globex") == all_tagged_to(
+            expected_from_csv(bucket), "platform"
+        )
+
+
+def all_tagged_to(
+    expected: dict[Key, tuple[Decimal, Decimal, int]], team: str
+) -> dict[Key, tuple[Decimal, Decimal, int]]:
+    """The expectation once every tagged record is attributed to `team` (untagged ones stay
+    'unallocated')."""
+    sums: dict[Key, list[Any]] = defaultdict(lambda: [Decimal(0), Decimal(0), 0])
+    for (when, old_team, service), values in expected.items():
+        entry = sums[(when, old_team if old_team == "unallocated" else team, service)]
+        for i, value in enumerate(values):
+            entry[i] += value
+    return {key: (b, e, n) for key, (b, e, n) in sums.items()}

@@ -78,7 +78,7 @@ class IngestConfig:
 
     dedup_horizon_seconds: int = 24 * 3600
     batch_max_rows: int = 5000
-    batch_max_seconds: int = 1
+    batch_max_seconds: float = 1.0  # the batching window; fractions allowed, in whole ms
     max_event_bytes: int = 32 * 1024
     max_future_seconds: int = 3600
     insert_retries: int = 8
@@ -197,6 +197,11 @@ class Config:
         return path if path.is_absolute() else REPO_ROOT / path
 
 
+#: ingest.batch_max_seconds bounds: below 10 ms a window holds a handful of records and the
+#: per-batch costs (a Python call, one insert per table) dominate; above a minute the live
+#: outputs are no longer live.
+MIN_BATCH_MS, MAX_BATCH_MS = 10, 60_000
+
 _SECTIONS: dict[str, type] = {
     "stack": StackConfig,
     "kafka": KafkaConfig,
@@ -245,6 +250,15 @@ def _coerce(key: str, value: Any, target: Any) -> Any:
             except ValueError:
                 pass
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if target is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
     if target is bool:
         if isinstance(value, bool):
             return value
@@ -294,7 +308,6 @@ def _check_ranges(cfg: Config) -> None:
         "kafka.max_poll_records": cfg.kafka.max_poll_records,
         "kafka.partition_discovery_seconds": cfg.kafka.partition_discovery_seconds,
         "ingest.batch_max_rows": cfg.ingest.batch_max_rows,
-        "ingest.batch_max_seconds": cfg.ingest.batch_max_seconds,
         "ingest.dedup_horizon_seconds": cfg.ingest.dedup_horizon_seconds,
         "ingest.max_event_bytes": cfg.ingest.max_event_bytes,
         "ingest.parallelism": cfg.ingest.parallelism,
@@ -311,6 +324,13 @@ def _check_ranges(cfg: Config) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key}: must be positive, got {value}")
+    batch_ms = cfg.ingest.batch_max_seconds * 1000
+    if not MIN_BATCH_MS <= batch_ms <= MAX_BATCH_MS or batch_ms != round(batch_ms):
+        raise ConfigError(
+            f"ingest.batch_max_seconds: must be a whole number of ms from"
+            f" {MIN_BATCH_MS / 1000:g} to {MAX_BATCH_MS / 1000:g} s, got"
+            f" {cfg.ingest.batch_max_seconds:g}"
+        )
     if cfg.redis.port and not 0 < cfg.redis.port < 65536:
         raise ConfigError(f"redis.port: not a TCP port: {cfg.redis.port}")
     directory = cfg.dimensions_dir
