@@ -237,28 +237,25 @@ def flink_text(value: Any) -> str:
     return str(value)
 
 
+def _number(key: str, value: Any, kind: type, accepted: tuple[type, ...], noun: str) -> Any:
+    """`value` as an int or float (YAML gives one, an override gives text); YAML's booleans
+    are ints to Python, but never a number here."""
+    if isinstance(value, accepted) and not isinstance(value, bool):
+        return kind(value)
+    if isinstance(value, str):
+        try:
+            return kind(value.strip())
+        except ValueError:
+            pass
+    raise ConfigError(f"{key}: expected {noun}, got {value!r}")
+
+
 def _coerce(key: str, value: Any, target: Any) -> Any:
     """Convert a YAML or override value to the field's declared type, or fail naming the key."""
     if target is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return _number(key, value, int, (int,), "an integer")
     if target is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return _number(key, value, float, (int, float), "a number")
     if target is bool:
         if isinstance(value, bool):
             return value
