@@ -117,6 +117,17 @@ class Scenario:
 U1, U2, U3 = pid("user_id", "u1"), pid("user_id", "u2"), pid("user_id", "u3")
 D1, D2 = pid("device_id", "d1"), pid("device_id", "d2")
 
+#: One device (and its anonymous id) used by three people in turn; the two shared-device
+#: scenarios replay it with reassignment on and off.
+SHARED_DEVICE = [
+    ev(1000, anonymous_id="sa", device_id="sd"),
+    ev(2000, "identify", user_id="u1", email="p1@x.com", anonymous_id="sa", device_id="sd"),
+    ev(3000, anonymous_id="sa", device_id="sd"),  # person 2, not yet identified
+    ev(4000, "identify", user_id="u2", email="p2@x.com", anonymous_id="sa", device_id="sd"),
+    ev(5000, "identify", user_id="u3", email="p3@x.com", anonymous_id="sa", device_id="sd"),
+    ev(6000, user_id="u2", anonymous_id="sa", device_id="sd"),
+]
+
 SCENARIOS = [
     Scenario(
         "anonymous then identify",
@@ -220,15 +231,7 @@ SCENARIOS = [
     Scenario(
         # Segment: a device-only event goes to the user most recently identified on the device
         "a shared device follows the most recent identified user",
-        [
-            ev(1000, anonymous_id="sa", device_id="sd"),
-            ev(2000, "identify", user_id="u1", email="p1@x.com", anonymous_id="sa", device_id="sd"),
-            ev(3000, anonymous_id="sa", device_id="sd"),  # person 2, not yet identified
-            ev(4000, "identify", user_id="u2", email="p2@x.com", anonymous_id="sa", device_id="sd"),
-            ev(5000, "identify", user_id="u3", email="p3@x.com", anonymous_id="sa", device_id="sd"),
-            ev(6000, user_id="u2", anonymous_id="sa", device_id="sd"),
-            ev(7000, device_id="sd"),
-        ],
+        [*SHARED_DEVICE, ev(7000, device_id="sd")],
         resolved=[pid("device_id", "sd")] * 3 + [U2, U3, U2, U2],
         profiles={
             pid("device_id", "sd"): {("user_id", "u1"), ("email", "p1@x.com")},
@@ -244,14 +247,7 @@ SCENARIOS = [
     ),
     Scenario(
         "reassign off: a shared device stays with its first person",
-        [
-            ev(1000, anonymous_id="sa", device_id="sd"),
-            ev(2000, "identify", user_id="u1", email="p1@x.com", anonymous_id="sa", device_id="sd"),
-            ev(3000, anonymous_id="sa", device_id="sd"),  # person 2, not yet identified
-            ev(4000, "identify", user_id="u2", email="p2@x.com", anonymous_id="sa", device_id="sd"),
-            ev(5000, "identify", user_id="u3", email="p3@x.com", anonymous_id="sa", device_id="sd"),
-            ev(6000, user_id="u2", anonymous_id="sa", device_id="sd"),
-        ],
+        SHARED_DEVICE,
         resolved=[pid("device_id", "sd")] * 3 + [U2, U3, U2],
         profiles={
             pid("device_id", "sd"): {
