@@ -121,27 +121,14 @@ def assert_identity_tables(cfg: Config, want: ProfileExpectation) -> None:
     db = cfg.clickhouse.database
     identity = want.identity
     got_profiles = {
-        (t, p): (
-            {k: set(v) for k, v in ids.items() if v},
-            first,
-            last,
-            merged_into,
-        )
+        (t, p): reference_identity.profile_facts(ids, first, last, merged_into)
         for t, p, ids, first, last, merged_into in query(
             cfg,
             f"SELECT tenant_id, profile_id, identifiers, toUnixTimestamp64Milli(first_seen), "
             f"toUnixTimestamp64Milli(last_seen), merged_into FROM {db}.profiles FINAL",
         )
     }
-    want_profiles = {
-        key: (
-            {k: set(v) for k, v in p.identifiers.items() if v},
-            p.first_seen_ms,
-            p.last_seen_ms,
-            p.merged_into,
-        )
-        for key, p in identity.profiles.items()
-    }
+    want_profiles = identity.profile_facts()
     assert got_profiles == want_profiles, mismatch("profiles", got_profiles, want_profiles)
     got_links = {
         (t, k, v): p

@@ -146,6 +146,31 @@ class IdentityOutcome:
     def live_profiles(self) -> dict[tuple[str, str], Profile]:
         return {key: p for key, p in self.profiles.items() if not p.merged_into}
 
+    def profile_facts(self) -> dict[tuple[str, str], ProfileFacts]:
+        """Every profile as the tests compare it with the job's (see profile_facts)."""
+        return {
+            key: profile_facts(p.identifiers, p.first_seen_ms, p.last_seen_ms, p.merged_into)
+            for key, p in self.profiles.items()
+        }
+
+
+#: (non-empty identifier sets, first_seen_ms, last_seen_ms, merged_into)
+ProfileFacts = tuple[dict[str, set[str]], int, int, str]
+
+
+def profile_facts(
+    identifiers: dict, first_seen_ms: int, last_seen_ms: int, merged_into: str
+) -> ProfileFacts:
+    """A profile reduced to what the tests compare, whether it comes from this model, the
+    resolver's state or a ClickHouse row: its identifiers as sets (types without a value
+    left out), its first and last seen times and what it was merged into."""
+    return (
+        {k: set(v) for k, v in identifiers.items() if v},
+        first_seen_ms,
+        last_seen_ms,
+        merged_into,
+    )
+
 
 # --- reading a doc ------------------------------------------------------------------------------
 
