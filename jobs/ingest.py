@@ -13,8 +13,8 @@ each event once and everything stateful per event runs in Java):
     Flink's Kafka connector (KafkaSource, Java; offsets in checkpoints, read_committed)
       -> dedup on the raw record's (tenant_id, message_id) (JSON_QUERY), keep first, state
          TTL = horizon; records without both ids pass undeduplicated (Flink SQL, Java)
-      -> 1 s processing-time window collecting each identity shard's raw records into one
-         string (Flink SQL, Java)
+      -> processing-time window of ingest.batch_max_seconds (1 s by default) collecting each
+         identity shard's raw records into one byte string (Flink SQL, Java)
       -> ProfileStage (Python, once per batch, keyed by shard, dimension changes broadcast to
          it from a second reader on the changelog topic): validate (bad records become dead
          letters), enrich, resolve identities, attribute cost; then, in the same call, the

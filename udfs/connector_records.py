@@ -4,10 +4,10 @@ The job reads Kafka through Flink's SQL Kafka connector (the FLIP-27 KafkaSource
 offsets live in Flink's checkpoints, partitions are discovered and split by Flink, and
 records arrive with their partition, offset and timestamp as metadata columns. Java then
 drops duplicates (on the raw record's `tenant_id` and `message_id`, pulled out with
-JSON_QUERY) and collects each shard's records of one second into one byte string
-(RAW_LINE_SQL per record, newline-joined, UTF-8). Python is entered once per batch, not once
-per record: the first thing the batch stage does is `validate_batch`, which turns those bytes
-into the rows of each table and the dead letters.
+JSON_QUERY) and collects each shard's records of one batch window (ingest.batch_max_seconds)
+into one byte string (RAW_LINE_SQL per record, newline-joined, UTF-8). Python is entered once
+per batch, not once per record: the first thing the batch stage does is `validate_batch`,
+which turns those bytes into the rows of each table and the dead letters.
 
 Why one byte string and not an array of rows: PyFlink converts a batch's fields one by one,
 so a single value crosses into Python at the cost of one copy, whatever the batch holds. Why

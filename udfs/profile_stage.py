@@ -1,11 +1,11 @@
 """The profile stage: enrich each event and cost record, and resolve every event to a profile.
 
 It runs between dedup and the sinks, once per batch: the Java window upstream hands it one
-newline-joined batch of raw records per shard per second, so Python is entered once per
+newline-joined batch of raw records per shard per batch window, so Python is entered once per
 batch and each record is touched by Python once: validated (udfs/connector_records.py), then
-enriched and resolved in the same pass,
-state is touched once per batch per entry (see udfs/identity_state.py), and the outputs leave
-as one batch per table, ready for one idempotent insert each.
+enriched and resolved in the same pass. State is touched once per batch per entry (see
+udfs/identity_state.py), and the outputs leave as one batch per table, ready for one
+idempotent insert each.
 
 Order, and so determinism: identity resolution depends on the order events are applied in.
 Within a batch, events are applied in Kafka order (source partition, then offset); batches
